@@ -1,0 +1,144 @@
+"""Input checks shared by every public entry point.
+
+Each check raises ValueError or TypeError with a message that names the
+argument, states the rule, shows the value received and says how to fix it.
+Checked arrays are returned as new float64 arrays, so callers' arrays are
+never modified.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+def _describe(value) -> str:
+    text = np.array2string(np.asarray(value), threshold=6, edgeitems=2)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def as_float_array(value, name: str, *, ndim: int | tuple[int, ...] | None = None,
+                   shape: tuple | None = None, min_rows: int | None = None) -> np.ndarray:
+    """Copy ``value`` to a finite float64 array, checking its dimensionality."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"{name} must be a numeric array, got a string {value!r}")
+    try:
+        array = np.array(value, dtype=np.float64, copy=True)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"{name} must be a numeric array; could not convert it to float64 ({error})"
+        ) from None
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if array.ndim not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
+                f"got shape {array.shape}"
+            )
+    if shape is not None:
+        for axis, (expected, got) in enumerate(zip(shape, array.shape)):
+            if expected is not None and expected != got:
+                raise ValueError(
+                    f"{name} must have shape {tuple('any' if e is None else e for e in shape)}, "
+                    f"got {array.shape} (axis {axis} differs)"
+                )
+    if min_rows is not None and array.shape[0] < min_rows:
+        raise ValueError(
+            f"{name} must have at least {min_rows} rows, got {array.shape[0]}"
+        )
+    if not np.all(np.isfinite(array)):
+        bad = np.argwhere(~np.isfinite(array))[0]
+        raise ValueError(
+            f"{name} must contain only finite values; found {array[tuple(bad)]} at "
+            f"index {tuple(int(i) for i in bad)}. Remove or impute missing values first"
+        )
+    return array
+
+
+def check_positive(array: np.ndarray, name: str, *, strict: bool = True) -> None:
+    bad = array <= 0 if strict else array < 0
+    if np.any(bad):
+        rule = "positive" if strict else "non-negative"
+        raise ValueError(f"{name} must be {rule}, got {_describe(array)}")
+
+
+def check_greater(array: np.ndarray, bound, name: str, bound_text: str) -> None:
+    if np.any(array <= bound):
+        raise ValueError(f"{name} must be greater than {bound_text}, got {_describe(array)}")
+
+
+def check_int(value, name: str, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """Check that ``value`` is an integer in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
+    return value
+
+
+def check_real(value, name: str, *, low: float | None = None, high: float | None = None,
+               low_inclusive: bool = False) -> float:
+    """Check that ``value`` is a finite real number, optionally above ``low``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None:
+        if low_inclusive and value < low:
+            raise ValueError(f"{name} must be at least {low}, got {value}")
+        if not low_inclusive and value <= low:
+            raise ValueError(f"{name} must be greater than {low}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be at most {high}, got {value}")
+    return value
+
+
+def check_random_state(seed) -> np.random.Generator:
+    """Turn None, an integer or a Generator into a numpy Generator."""
+    if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(seed, bool):
+            raise TypeError(f"random_state must be None, an integer or a numpy Generator, got {seed!r}")
+        if isinstance(seed, numbers.Integral) and seed < 0:
+            raise ValueError(f"random_state must be a non-negative integer, got {seed}")
+        return np.random.default_rng(seed)
+    if isinstance(seed, np.random.Generator):
+        return seed
+    raise TypeError(
+        f"random_state must be None, an integer or a numpy Generator, got {type(seed).__name__}"
+    )
+
+
+def check_site_indices(sites, n_sites: int, name: str = "sites") -> np.ndarray:
+    """Check a list of site indices: integers in [0, n_sites), no duplicates."""
+    array = np.asarray(sites)
+    if array.ndim == 0:
+        array = array.reshape(1)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D list of site indices, got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} must contain at least one site index, got an empty list")
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"{name} must contain integer site indices, got dtype {array.dtype}; "
+            f"pass positions such as [0, 5, 7]"
+        )
+    array = array.astype(np.int64)
+    out_of_range = (array < 0) | (array >= n_sites)
+    if np.any(out_of_range):
+        raise ValueError(
+            f"{name} must be in [0, {n_sites - 1}] (0-based site positions); got "
+            f"{array[out_of_range][:5].tolist()}"
+        )
+    unique, counts = np.unique(array, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"{name} must not repeat a site, because each site's message can be divided "
+            f"out only once; repeated: {unique[counts > 1][:5].tolist()}"
+        )
+    return array
