@@ -1,0 +1,252 @@
+"""Variational Bayesian Gaussian mixture with full covariances."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import as_float_array, check_int, check_real
+from ..families import Dirichlet, NormalWishart
+from ..graph import CategoricalFactor, FactorGraph, GaussianMixtureFactor
+from ..inference import fit_cavi
+from ..inference.posterior import Posterior
+from ..influence import InfluenceResult
+from ..influence import closed_form
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by CAVI, with leave-one-out influence of every row.
+
+    The model is
+
+        pi ~ Dirichlet(weight_concentration_prior * ones(K))
+        (mu_k, Lambda_k) ~ NormalWishart(mean_prior, mean_precision_prior,
+                                         inv(covariance_prior), degrees_of_freedom_prior)
+        z_i ~ Categorical(pi),  x_i | z_i = k ~ N(mu_k, Lambda_k^-1)
+
+    declared with :class:`fg_influence.graph.FactorGraph` and fitted by the
+    generic CAVI loop. Prior names and defaults follow scikit-learn's
+    ``BayesianGaussianMixture`` with a Dirichlet-distribution weight prior.
+
+    Parameters
+    ----------
+    n_components : int, default 1
+        Number of components K.
+    weight_concentration_prior : float, optional
+        Dirichlet concentration alpha0 of each weight; default 1 / K.
+    mean_precision_prior : float, default 1.0
+        beta0, the precision of the component means relative to Lambda_k.
+    mean_prior : array_like, shape (D,), optional
+        m0; default the data mean.
+    degrees_of_freedom_prior : float, optional
+        nu0 > D - 1; default D.
+    covariance_prior : array_like, shape (D, D), optional
+        Inverse of the Wishart scale, W0^-1; default the data covariance
+        (the identity for one row).
+    tol : float, default 1e-9
+        Relative ELBO change at which CAVI stops.
+    max_iter : int, default 1000
+    n_init : int, default 1
+        Number of starting points; the fit with the highest ELBO is kept.
+    init_params : {"kmeans", "random"}, default "kmeans"
+    random_state : None, int or numpy.random.Generator
+        Seed for the starting points.
+
+    Attributes
+    ----------
+    posterior_ : Posterior
+    weights_ : ndarray, shape (K,)
+        Posterior mean of the mixing weights.
+    means_ : ndarray, shape (K, D)
+    precisions_ : ndarray, shape (K, D, D)
+        Posterior mean E[Lambda_k] = nu_k W_k.
+    covariances_ : ndarray, shape (K, D, D)
+        Inverse of ``precisions_``.
+    weight_concentration_, mean_precision_, degrees_of_freedom_ : ndarray, shape (K,)
+    scale_ : ndarray, shape (K, D, D)
+        Wishart scale W_k.
+    lower_bound_ : float
+    n_iter_ : int
+    converged_ : bool
+    """
+
+    def __init__(self, n_components=1, *, weight_concentration_prior=None, mean_precision_prior=1.0,
+                 mean_prior=None, degrees_of_freedom_prior=None, covariance_prior=None, tol=1e-9,
+                 max_iter=1000, n_init=1, init_params="kmeans", random_state=None):
+        self.n_components = n_components
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.tol = tol
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+
+    # Building the model
+
+    def _check_data(self, X, name="X") -> np.ndarray:
+        X = as_float_array(X, name, ndim=(1, 2))
+        if X.ndim == 1:
+            X = X[:, None]
+        if X.shape[0] < 2:
+            raise ValueError(
+                f"{name} must have at least 2 rows to fit a mixture, got {X.shape[0]}"
+            )
+        if X.shape[1] < 1:
+            raise ValueError(f"{name} must have at least one column, got shape {X.shape}")
+        return X
+
+    def priors(self, X) -> dict:
+        """Prior parameters resolved against data X (defaults filled in)."""
+        X = self._check_data(X)
+        n, d = X.shape
+        k = check_int(self.n_components, "n_components", minimum=1)
+        if k > n:
+            raise ValueError(
+                f"n_components must be at most the number of rows ({n}), got {k}; use fewer components"
+            )
+        alpha0 = 1.0 / k if self.weight_concentration_prior is None else check_real(
+            self.weight_concentration_prior, "weight_concentration_prior", low=0.0)
+        beta0 = check_real(self.mean_precision_prior, "mean_precision_prior", low=0.0)
+        if self.mean_prior is None:
+            m0 = X.mean(axis=0)
+        else:
+            m0 = as_float_array(self.mean_prior, "mean_prior", ndim=1, shape=(d,))
+        nu0 = float(d) if self.degrees_of_freedom_prior is None else check_real(
+            self.degrees_of_freedom_prior, "degrees_of_freedom_prior")
+        if nu0 <= d - 1:
+            raise ValueError(
+                f"degrees_of_freedom_prior must be greater than D - 1 = {d - 1} for a proper "
+                f"Wishart prior, got {nu0}; use at least {d}"
+            )
+        if self.covariance_prior is None:
+            cov0 = np.atleast_2d(np.cov(X, rowvar=False)) if n > 1 else np.eye(d)
+            if not np.all(np.linalg.eigvalsh(cov0) > 0):
+                cov0 = cov0 + np.eye(d) * max(1e-6, 1e-6 * np.trace(cov0) / d)
+        else:
+            cov0 = as_float_array(self.covariance_prior, "covariance_prior", ndim=2, shape=(d, d))
+            if not np.allclose(cov0, cov0.T) or np.any(np.linalg.eigvalsh(0.5 * (cov0 + cov0.T)) <= 0):
+                raise ValueError(
+                    "covariance_prior must be a symmetric positive definite (D, D) matrix; "
+                    "pass, for example, a scaled identity"
+                )
+        return {
+            "weight_concentration_prior": alpha0,
+            "mean_precision_prior": beta0,
+            "mean_prior": m0,
+            "degrees_of_freedom_prior": nu0,
+            "covariance_prior": cov0,
+        }
+
+    def build_graph(self, X) -> FactorGraph:
+        """The model for data X as a factor graph."""
+        X = self._check_data(X)
+        priors = self.priors(X)
+        n, d = X.shape
+        k = self.n_components
+        scale0 = np.linalg.inv(priors["covariance_prior"])
+        graph = FactorGraph()
+        graph.add_plate("data", n)
+        graph.add_plate("components", k)
+        graph.add_global("weights", Dirichlet(np.full(k, priors["weight_concentration_prior"])))
+        graph.add_global(
+            "components",
+            NormalWishart(
+                np.tile(priors["mean_prior"], (k, 1)),
+                np.full(k, priors["mean_precision_prior"]),
+                np.tile(0.5 * (scale0 + scale0.T), (k, 1, 1)),
+                np.full(k, priors["degrees_of_freedom_prior"]),
+            ),
+            plates=("components",),
+        )
+        graph.add_local("assignment", plate="data", categories="components")
+        graph.add_observed("x", X, plate="data")
+        graph.add_factor(CategoricalFactor("assignment_prior", "assignment", "weights"))
+        graph.add_factor(GaussianMixtureFactor("likelihood", "x", "assignment", "components"))
+        return graph
+
+    # Fitting
+
+    def fit(self, X, y=None, *, init_resp=None) -> "GaussianMixture":
+        """Fit the posterior to X of shape (N, D) (or (N,) for one column).
+
+        ``init_resp`` (N, K) starts CAVI from the given responsibilities.
+        """
+        graph = self.build_graph(X)
+        init_locals = None if init_resp is None else {"assignment": init_resp}
+        posterior = fit_cavi(
+            graph, tol=self.tol, max_iter=self.max_iter, n_init=self.n_init,
+            init=self.init_params, init_locals=init_locals, random_state=self.random_state,
+        )
+        self._set_posterior(posterior)
+        return self
+
+    def _set_posterior(self, posterior: Posterior) -> None:
+        self.posterior_ = posterior
+        weights = posterior.globals["weights"]
+        components = posterior.globals["components"]
+        self.weight_concentration_ = weights.concentration.copy()
+        self.weights_ = weights.mean()
+        self.means_ = components.mean.copy()
+        self.mean_precision_ = components.beta.copy()
+        self.degrees_of_freedom_ = components.dof.copy()
+        self.scale_ = components.scale.copy()
+        self.precisions_ = components.wishart.mean()
+        self.covariances_ = np.linalg.inv(self.precisions_)
+        self.lower_bound_ = posterior.elbo
+        self.n_iter_ = posterior.n_iter
+        self.converged_ = posterior.converged
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "posterior_"):
+            raise ValueError("this GaussianMixture is not fitted yet; call fit(X) first")
+
+    def _check_new_data(self, X) -> np.ndarray:
+        self._check_fitted()
+        X = as_float_array(X, "X", ndim=(1, 2))
+        if X.ndim == 1:
+            X = X[:, None]
+        d = self.means_.shape[1]
+        if X.shape[1] != d:
+            raise ValueError(f"X must have {d} columns like the training data, got shape {X.shape}")
+        return X
+
+    # Prediction
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Responsibilities q(z = k) of new points under the fitted posterior, shape (M, K)."""
+        from ..kernels.mixture import normalize_log_resp
+
+        X = self._check_new_data(X)
+        likelihood, categorical = closed_form.find_mixture(self.posterior_)
+        state = Posterior(self.posterior_.graph, self.posterior_.globals, {}, {likelihood.observed: X})
+        logits = likelihood.expected_loglik(state) + self.posterior_.globals[categorical.weights].expected_log()
+        resp, _ = normalize_log_resp(np.ascontiguousarray(logits))
+        return resp
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable component of each point, shape (M,)."""
+        return np.argmax(self.predict_proba(X), axis=1)
+
+    def score_samples(self, X) -> np.ndarray:
+        """Log posterior predictive density of each point (a mixture of Student-t), shape (M,)."""
+        from ..kernels.mixture import quadratic_forms
+
+        X = self._check_new_data(X)
+        components = self.posterior_.globals["components"]
+        q = quadratic_forms(X, np.ascontiguousarray(components.mean), np.ascontiguousarray(components.wishart._chol))
+        zeros = np.zeros_like(q)
+        return closed_form.mixture_log_predictive(self.posterior_, q, zeros, np.zeros(X.shape[0], dtype=bool))
+
+    def score(self, X) -> float:
+        """Mean log posterior predictive density of X."""
+        return float(np.mean(self.score_samples(X)))
+
+    # Influence
+
+    def influence(self) -> InfluenceResult:
+        """Leave-one-out influence of every training row, by dividing site messages."""
+        self._check_fitted()
+        return InfluenceResult(self.posterior_)
