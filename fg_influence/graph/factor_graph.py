@@ -30,14 +30,20 @@ class FactorGraph:
     >>> K = 2
     >>> graph = FactorGraph()
     >>> graph.add_plate("data", 50)
+    Plate(name='data', size=50)
     >>> graph.add_plate("components", K)
-    >>> graph.add_global("weights", Dirichlet(np.ones(K)))
-    >>> graph.add_global("components", NormalWishart(np.zeros((K, 2)), np.ones(K),
-    ...                  np.tile(np.eye(2), (K, 1, 1)), np.full(K, 2.0)), plates=("components",))
-    >>> graph.add_local("assignment", plate="data", categories="components")
-    >>> graph.add_observed("x", X, plate="data")
-    >>> graph.add_factor(CategoricalFactor("assignment_prior", "assignment", "weights"))
-    >>> graph.add_factor(GaussianMixtureFactor("likelihood", "x", "assignment", "components"))
+    Plate(name='components', size=2)
+    >>> weights = graph.add_global("weights", Dirichlet(np.ones(K)))
+    >>> components = graph.add_global(
+    ...     "components",
+    ...     NormalWishart(np.zeros((K, 2)), np.ones(K), np.tile(np.eye(2), (K, 1, 1)), np.full(K, 2.0)),
+    ...     plates=("components",))
+    >>> assignment = graph.add_local("assignment", plate="data", categories="components")
+    >>> x = graph.add_observed("x", X, plate="data")
+    >>> graph.add_factor(CategoricalFactor("assignment_prior", "assignment", "weights")).name
+    'assignment_prior'
+    >>> graph.add_factor(GaussianMixtureFactor("likelihood", "x", "assignment", "components")).name
+    'likelihood'
     >>> graph.validate()
     """
 
