@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..families import Dirichlet, NormalWishart
+from ..families._linalg import multivariate_digamma
+from ..kernels import loo as loo_kernels
 from ..kernels import mixture as mixture_kernels
 from .errors import GraphError
 from .nodes import GlobalVariable, LocalVariable, ObservedVariable
@@ -40,6 +42,28 @@ class Factor:
 
     def site_messages(self, target: str, state, sites: np.ndarray) -> tuple[np.ndarray, ...]:
         """Each requested site's term of the message to a global ``target``; leading axis is the site."""
+        raise NotImplementedError
+
+    # Optional closed forms for all-site summaries. A factor that lacks one
+    # returns None, and the influence code falls back to explicit division.
+
+    def loo_kl(self, target: str, state, improper: np.ndarray) -> np.ndarray | None:
+        """KL(q || q without site i) of global ``target`` for every site, shape (N,).
+
+        Sites whose divided posterior is improper are flagged in ``improper``.
+        """
+        return None
+
+    def loo_log_predictive(self, state, improper: np.ndarray) -> np.ndarray | None:
+        """log p(observed_i | data without site i) for every site, shape (N,)."""
+        return None
+
+    def loo_shifts(self, state) -> dict:
+        """Parameter shifts (without site minus with all sites), by name, as zero-argument callables."""
+        return {}
+
+    def expected_log_density(self, state) -> float:
+        """E_q[log factor], needed in the ELBO only for factors with no local neighbour."""
         raise NotImplementedError
 
     def _node(self, graph, name: str, expected_type, rule: str):
@@ -90,6 +114,42 @@ class CategoricalFactor(Factor):
 
     def site_messages(self, target, state, sites):
         return (state.locals[self.assignment][sites],)
+
+    def loo_kl(self, target, state, improper):
+        fitted = state.globals[self.weights]
+        resp = np.ascontiguousarray(state.locals[self.assignment])
+        return loo_kernels.dirichlet_downdate_kl(fitted.concentration, resp, fitted.expected_log(), improper)
+
+    def loo_shifts(self, state):
+        return {
+            f"{self.weights}.mean": lambda: self.weight_mean_shift(state),
+            f"{self.weights}.mode": lambda: self.weight_mode_shift(state),
+        }
+
+    def weight_mean_shift(self, state) -> np.ndarray:
+        """E[pi_k] without site i minus E[pi_k], shape (N, K)."""
+        alpha = state.globals[self.weights].concentration
+        resp = state.locals[self.assignment]
+        total = alpha.sum()
+        return (alpha - resp) / (total - resp.sum(axis=1, keepdims=True)) - alpha / total
+
+    def weight_mode_shift(self, state) -> np.ndarray:
+        """Dirichlet mode without site i minus the fitted mode, shape (N, K).
+
+        The mode (alpha_k - 1) / (sum alpha - K) exists only when every
+        concentration exceeds 1, with and without each site.
+        """
+        alpha = state.globals[self.weights].concentration
+        resp = state.locals[self.assignment]
+        n_components = alpha.size
+        divided = alpha - resp
+        if np.any(divided <= 1.0):
+            raise ValueError(
+                "the Dirichlet mode shift is undefined: removing some site leaves a concentration "
+                f"at or below 1 (minimum {divided.min():.4g}); use the expected weight shift instead"
+            )
+        fitted_mode = (alpha - 1.0) / (alpha.sum() - n_components)
+        return (divided - 1.0) / (divided.sum(axis=1, keepdims=True) - n_components) - fitted_mode
 
 
 class GaussianMixtureFactor(Factor):
@@ -167,3 +227,73 @@ class GaussianMixtureFactor(Factor):
         weighted = resp[:, :, None] * X[:, None, :]
         outer = weighted[:, :, :, None] * X[:, None, None, :]
         return (weighted, resp.copy(), outer, resp.copy())
+
+    # Closed forms: removing site i from component k is a rank-one downdate
+    # determined by q_ik = (x_i - m_k)^T W_k (x_i - m_k); see kernels.loo.
+
+    def quadratic_forms(self, state, X: np.ndarray | None = None) -> np.ndarray:
+        """q_ik = (x_i - m_k)^T W_k (x_i - m_k), shape (N, K); X defaults to the observed data."""
+        components = state.globals[self.components]
+        X = state.data[self.observed] if X is None else X
+        return mixture_kernels.quadratic_forms(
+            X, np.ascontiguousarray(components.mean), np.ascontiguousarray(components.wishart._chol)
+        )
+
+    def categorical_factor(self, state) -> "CategoricalFactor":
+        for factor in state.graph.factors_of(self.assignment):
+            if isinstance(factor, CategoricalFactor):
+                return factor
+        raise ValueError(
+            f"factor {self.name!r} needs a CategoricalFactor on {self.assignment!r} for predictive "
+            f"densities; the graph has none"
+        )
+
+    def loo_kl(self, target, state, improper):
+        fitted = state.globals[self.components]
+        resp = np.ascontiguousarray(state.locals[self.assignment])
+        return loo_kernels.normal_wishart_downdate_kl(
+            self.quadratic_forms(state), resp, fitted.beta, fitted.dof,
+            multivariate_digamma(0.5 * fitted.dof, fitted.dim), float(fitted.dim), improper,
+        )
+
+    def log_predictive(self, state, q: np.ndarray, resp: np.ndarray, improper: np.ndarray) -> np.ndarray:
+        """log p(x_i | data without the weight resp_i), shape (N,).
+
+        With ``resp`` all zero this is the posterior predictive density (a
+        mixture of Student-t densities) at the points whose quadratic forms
+        are ``q``.
+        """
+        components = state.globals[self.components]
+        weights = state.globals[self.categorical_factor(state).weights]
+        return loo_kernels.mixture_loo_log_predictive(
+            q, np.ascontiguousarray(resp), components.beta, components.dof,
+            components.wishart.logdet_scale(), weights.concentration, float(components.dim), improper,
+        )
+
+    def loo_log_predictive(self, state, improper):
+        return self.log_predictive(state, self.quadratic_forms(state), state.locals[self.assignment], improper)
+
+    def loo_shifts(self, state):
+        return {
+            f"{self.components}.mean": lambda: self.mean_shift(state),
+            f"{self.components}.mean_norm": lambda: self.mean_shift_norm(state),
+        }
+
+    def mean_shift(self, state) -> np.ndarray:
+        """m'_k - m_k = -r_ik (x_i - m_k) / (beta_k - r_ik), shape (N, K, D)."""
+        components = state.globals[self.components]
+        X = state.data[self.observed]
+        resp = state.locals[self.assignment]
+        factor = resp / (components.beta - resp)
+        return -factor[:, :, None] * (X[:, None, :] - components.mean[None, :, :])
+
+    def mean_shift_norm(self, state) -> np.ndarray:
+        """Largest over components of the mean shift's length under E[Lambda_k], shape (N,).
+
+        With shift -r u / (beta - r), the squared length is
+        nu (r / (beta - r))^2 q.
+        """
+        components = state.globals[self.components]
+        resp = state.locals[self.assignment]
+        ratio = resp / (components.beta - resp)
+        return np.sqrt(components.dof * ratio**2 * self.quadratic_forms(state)).max(axis=1)

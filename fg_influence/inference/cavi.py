@@ -65,14 +65,25 @@ def global_kl(state: Posterior) -> float:
     ))
 
 
+def local_free_terms(state: Posterior) -> float:
+    """Sum of E_q[log factor] over factors with no local neighbour (absent from the local terms)."""
+    graph = state.graph
+    total = 0.0
+    for factor in graph.factors.values():
+        if not any(graph.variables[name].role == "local" for name in factor.neighbours()):
+            total += float(factor.expected_log_density(state))
+    return total
+
+
 def compute_elbo(state: Posterior) -> float:
     """ELBO at the current state, without changing it.
 
     For each local categorical variable the expected log joint of its factors
     plus its entropy is sum_ik r_ik a_ik - sum_ik r_ik ln r_ik, with a_ik the
-    summed messages; the global variables contribute -KL(q || prior).
+    summed messages; factors without local neighbours contribute their
+    expected log density and the global variables -KL(q || prior).
     """
-    total = -global_kl(state)
+    total = local_free_terms(state) - global_kl(state)
     for variable in state.graph.variables_of_role("local"):
         resp = state.locals[variable.name]
         logits = local_logits(state, variable.name)
@@ -125,7 +136,7 @@ def _run(state: Posterior, tol: float, max_iter: int) -> Posterior:
             log_norm_total += float(np.sum(update_local(state, name)))
         # Just after the E-step, each site's expected log joint plus entropy
         # equals its log-normaliser, so the ELBO needs no extra pass.
-        elbo = log_norm_total - global_kl(state)
+        elbo = log_norm_total + local_free_terms(state) - global_kl(state)
         state.elbo_history.append(elbo)
         for name in global_names:
             update_global(state, name)

@@ -1,38 +1,23 @@
-"""All-site leave-one-out summaries from closed forms, without building N posteriors.
+"""All-site leave-one-out summaries, from the factors' closed forms where they exist.
 
-Each global variable's KL term comes from the factor that sends it
-messages: a CategoricalFactor's messages r_i to a Dirichlet, or a
-GaussianMixtureFactor's rank-one messages r_ik (x_i, 1, x_i x_i^T, 1) to a
-Normal-Wishart. Variables fed by another kind of factor fall back to
-explicit division site by site.
+A global variable's KL term comes from the single factor that sends it
+messages, through ``Factor.loo_kl``; a variable fed by several factors, or
+by a factor without a closed form, falls back to explicit division site by
+site. Predictive densities come from the factor that generates each
+observed variable.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..families import Dirichlet, NormalWishart
-from ..families._linalg import multivariate_digamma
-from ..graph.factors import CategoricalFactor, GaussianMixtureFactor
 from ..inference.posterior import Posterior
-from ..kernels import loo as loo_kernels
-from ..kernels.mixture import quadratic_forms
 from .division import divide, posterior_kl
 
 
-def mixture_quadratic_forms(posterior: Posterior, factor: GaussianMixtureFactor) -> np.ndarray:
-    """q_ik = (x_i - m_k)^T W_k (x_i - m_k) under the fitted posterior, shape (N, K)."""
-    components = posterior.globals[factor.components]
-    return quadratic_forms(
-        posterior.data[factor.observed],
-        np.ascontiguousarray(components.mean),
-        np.ascontiguousarray(components.wishart._chol),
-    )
-
-
-def _single_factor(posterior: Posterior, name: str):
-    factors = posterior.graph.factors_of(name)
-    return factors[0] if len(factors) == 1 else None
+def message_factors(posterior: Posterior, name: str) -> list:
+    """Factors that send messages to global variable ``name`` (those with it as a parent)."""
+    return [f for f in posterior.graph.factors_of(name) if name in f.parents()]
 
 
 def all_site_kl(posterior: Posterior) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -44,27 +29,14 @@ def all_site_kl(posterior: Posterior) -> tuple[dict[str, np.ndarray], np.ndarray
     improper : ndarray of bool, shape (N,)
         True where some divided factor is improper; those sites' KL values are 0.
     """
-    n_sites = posterior.n_sites
-    improper = np.zeros(n_sites, dtype=bool)
+    improper = np.zeros(posterior.n_sites, dtype=bool)
     kl_by_variable = {}
     for variable in posterior.graph.variables_of_role("global"):
-        name = variable.name
-        fitted = posterior.globals[name]
-        factor = _single_factor(posterior, name)
-        if isinstance(factor, CategoricalFactor) and isinstance(fitted, Dirichlet):
-            resp = np.ascontiguousarray(posterior.locals[factor.assignment])
-            kl_by_variable[name] = loo_kernels.dirichlet_downdate_kl(
-                fitted.concentration, resp, fitted.expected_log(), improper
-            )
-        elif isinstance(factor, GaussianMixtureFactor) and isinstance(fitted, NormalWishart):
-            resp = np.ascontiguousarray(posterior.locals[factor.assignment])
-            q = mixture_quadratic_forms(posterior, factor)
-            kl_by_variable[name] = loo_kernels.normal_wishart_downdate_kl(
-                q, resp, fitted.beta, fitted.dof,
-                multivariate_digamma(0.5 * fitted.dof, fitted.dim), float(fitted.dim), improper,
-            )
-        else:
-            kl_by_variable[name] = _kl_by_explicit_division(posterior, name, improper)
+        factors = message_factors(posterior, variable.name)
+        values = factors[0].loo_kl(variable.name, posterior, improper) if len(factors) == 1 else None
+        if values is None:
+            values = _kl_by_explicit_division(posterior, variable.name, improper)
+        kl_by_variable[variable.name] = values
     return kl_by_variable, improper
 
 
@@ -81,70 +53,25 @@ def _kl_by_explicit_division(posterior: Posterior, name: str, improper: np.ndarr
     return values
 
 
-def find_mixture(posterior: Posterior) -> tuple[GaussianMixtureFactor, CategoricalFactor]:
-    """The Gaussian mixture likelihood and the categorical factor of its assignments."""
+def all_site_log_predictive(posterior: Posterior, improper: np.ndarray) -> np.ndarray:
+    """log p(observed_i | data without i), summed over observed variables, shape (N,)."""
     graph = posterior.graph
-    for factor in graph.factors.values():
-        if isinstance(factor, GaussianMixtureFactor):
-            for other in graph.factors_of(factor.assignment):
-                if isinstance(other, CategoricalFactor):
-                    return factor, other
-    raise ValueError(
-        "this summary needs a Gaussian mixture (a GaussianMixtureFactor whose assignment has a "
-        "CategoricalFactor prior); the graph has none"
-    )
+    total = np.zeros(posterior.n_sites)
+    for variable in graph.variables_of_role("observed"):
+        generating = [f for f in graph.factors_of(variable.name) if variable.name in f.children()]
+        values = None if len(generating) != 1 else generating[0].loo_log_predictive(posterior, improper)
+        if values is None:
+            raise ValueError(
+                f"the LOO log predictive density is not available for observed variable "
+                f"{variable.name!r}: its factor has no closed form for it"
+            )
+        total += values
+    return total
 
 
-def mixture_log_predictive(posterior: Posterior, q: np.ndarray, resp: np.ndarray,
-                           improper: np.ndarray) -> np.ndarray:
-    """log p(x_i | data without the weight resp_i) for the Gaussian mixture, shape (N,).
-
-    With ``resp`` all zero this is the posterior predictive density at the
-    points whose quadratic forms are ``q``.
-    """
-    likelihood, categorical = find_mixture(posterior)
-    components = posterior.globals[likelihood.components]
-    weights = posterior.globals[categorical.weights]
-    return loo_kernels.mixture_loo_log_predictive(
-        q, np.ascontiguousarray(resp), components.beta, components.dof,
-        components.wishart.logdet_scale(), weights.concentration, float(components.dim), improper,
-    )
-
-
-def mixture_mean_shift(posterior: Posterior) -> np.ndarray:
-    """m'_k - m_k = -r_ik (x_i - m_k) / (beta_k - r_ik), shape (N, K, D)."""
-    likelihood, _ = find_mixture(posterior)
-    components = posterior.globals[likelihood.components]
-    X = posterior.data[likelihood.observed]
-    resp = posterior.locals[likelihood.assignment]
-    factor = resp / (components.beta - resp)
-    return -factor[:, :, None] * (X[:, None, :] - components.mean[None, :, :])
-
-
-def mixture_weight_mean_shift(posterior: Posterior) -> np.ndarray:
-    """E[pi_k] without site i minus E[pi_k], shape (N, K)."""
-    _, categorical = find_mixture(posterior)
-    alpha = posterior.globals[categorical.weights].concentration
-    resp = posterior.locals[categorical.assignment]
-    total = alpha.sum()
-    return (alpha - resp) / (total - resp.sum(axis=1, keepdims=True)) - alpha / total
-
-
-def mixture_weight_mode_shift(posterior: Posterior) -> np.ndarray:
-    """Dirichlet mode without site i minus the fitted mode, shape (N, K).
-
-    The mode (alpha_k - 1) / (sum alpha - K) exists only when every
-    concentration exceeds 1, with and without each site.
-    """
-    _, categorical = find_mixture(posterior)
-    alpha = posterior.globals[categorical.weights].concentration
-    resp = posterior.locals[categorical.assignment]
-    n_components = alpha.size
-    divided = alpha - resp
-    if np.any(divided <= 1.0):
-        raise ValueError(
-            "the Dirichlet mode shift is undefined: removing some site leaves a concentration "
-            f"at or below 1 (minimum {divided.min():.4g}); use the expected weight shift instead"
-        )
-    fitted_mode = (alpha - 1.0) / (alpha.sum() - n_components)
-    return (divided - 1.0) / (divided.sum(axis=1, keepdims=True) - n_components) - fitted_mode
+def all_site_shifts(posterior: Posterior) -> dict:
+    """Named parameter shifts offered by the graph's factors, as zero-argument callables."""
+    shifts = {}
+    for factor in posterior.graph.factors.values():
+        shifts.update(factor.loo_shifts(posterior))
+    return shifts

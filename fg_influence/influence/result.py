@@ -36,6 +36,7 @@ class InfluenceResult:
         self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
         self.exact_sites = np.zeros(0, dtype=np.int64)
         self.exact_kl = np.zeros(0)
+        self._shift_cache = {}
 
     @property
     def n_sites(self) -> int:
@@ -53,43 +54,58 @@ class InfluenceResult:
     @cached_property
     def loo_log_predictive(self) -> np.ndarray:
         """log p(x_i | data without i) under the divided posterior, shape (N,)."""
-        likelihood, _ = closed_form.find_mixture(self.posterior)
-        q = closed_form.mixture_quadratic_forms(self.posterior, likelihood)
-        resp = self.posterior.locals[likelihood.assignment]
-        values = closed_form.mixture_log_predictive(self.posterior, q, resp, self.improper)
+        values = closed_form.all_site_log_predictive(self.posterior, self.improper.copy())
         values[self.improper] = -np.inf
         return values
 
     @cached_property
-    def mean_shift(self) -> np.ndarray:
-        """Shift of each component's posterior mean E[mu_k], shape (N, K, D)."""
-        return closed_form.mixture_mean_shift(self.posterior)
+    def _shift_makers(self) -> dict:
+        return closed_form.all_site_shifts(self.posterior)
 
-    @cached_property
-    def weight_shift(self) -> np.ndarray:
-        """Shift of the expected mixing weights E[pi_k], shape (N, K)."""
-        return closed_form.mixture_weight_mean_shift(self.posterior)
+    @property
+    def shift_names(self) -> list[str]:
+        """Names of the parameter shifts this model offers, such as ``components.mean``."""
+        return sorted(self._shift_makers)
 
-    @cached_property
-    def weight_mode_shift(self) -> np.ndarray:
-        """Shift of the Dirichlet mode of the mixing weights, shape (N, K)."""
-        return closed_form.mixture_weight_mode_shift(self.posterior)
-
-    @cached_property
-    def mean_shift_norm(self) -> np.ndarray:
-        """Largest over components of the mean shift's length under E[Lambda_k], shape (N,)."""
-        likelihood, _ = closed_form.find_mixture(self.posterior)
-        precision = self.posterior.globals[likelihood.components].wishart.mean()
-        shift = self.mean_shift
-        lengths = np.sqrt(np.einsum("nka,kab,nkb->nk", shift, precision, shift))
-        return lengths.max(axis=1)
+    def shift(self, name: str) -> np.ndarray:
+        """Shift of a named parameter (without the site minus with all sites); site axis first."""
+        if name not in self._shift_makers:
+            raise ValueError(f"unknown shift {name!r}; this model offers {self.shift_names}")
+        if name not in self._shift_cache:
+            self._shift_cache[name] = self._shift_makers[name]()
+        return self._shift_cache[name]
 
     def shifts(self) -> dict[str, np.ndarray]:
-        """Parameter shifts by parameter name."""
-        return {
-            "components.mean": self.mean_shift,
-            "weights.mean": self.weight_shift,
-        }
+        """Every parameter shift this model offers whose value is defined, by name."""
+        result = {}
+        for name in self.shift_names:
+            try:
+                result[name] = self.shift(name)
+            except ValueError:
+                continue
+        return result
+
+    # Names used by GaussianMixture models.
+
+    @property
+    def mean_shift(self) -> np.ndarray:
+        """Shift of each component's posterior mean E[mu_k], shape (N, K, D)."""
+        return self.shift("components.mean")
+
+    @property
+    def mean_shift_norm(self) -> np.ndarray:
+        """Largest over components of the mean shift's length under E[Lambda_k], shape (N,)."""
+        return self.shift("components.mean_norm")
+
+    @property
+    def weight_shift(self) -> np.ndarray:
+        """Shift of the expected mixing weights E[pi_k], shape (N, K)."""
+        return self.shift("weights.mean")
+
+    @property
+    def weight_mode_shift(self) -> np.ndarray:
+        """Shift of the Dirichlet mode of the mixing weights, shape (N, K)."""
+        return self.shift("weights.mode")
 
     def measure(self, name: str) -> np.ndarray:
         if name not in MEASURES:

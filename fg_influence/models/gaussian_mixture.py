@@ -10,7 +10,6 @@ from ..graph import CategoricalFactor, FactorGraph, GaussianMixtureFactor
 from ..inference import fit_cavi
 from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
-from ..influence import closed_form
 
 
 class GaussianMixture:
@@ -220,9 +219,9 @@ class GaussianMixture:
         from ..kernels.mixture import normalize_log_resp
 
         X = self._check_new_data(X)
-        likelihood, categorical = closed_form.find_mixture(self.posterior_)
+        likelihood = self.posterior_.graph.factors["likelihood"]
         state = Posterior(self.posterior_.graph, self.posterior_.globals, {}, {likelihood.observed: X})
-        logits = likelihood.expected_loglik(state) + self.posterior_.globals[categorical.weights].expected_log()
+        logits = likelihood.expected_loglik(state) + self.posterior_.globals["weights"].expected_log()
         resp, _ = normalize_log_resp(np.ascontiguousarray(logits))
         return resp
 
@@ -232,13 +231,10 @@ class GaussianMixture:
 
     def score_samples(self, X) -> np.ndarray:
         """Log posterior predictive density of each point (a mixture of Student-t), shape (M,)."""
-        from ..kernels.mixture import quadratic_forms
-
         X = self._check_new_data(X)
-        components = self.posterior_.globals["components"]
-        q = quadratic_forms(X, np.ascontiguousarray(components.mean), np.ascontiguousarray(components.wishart._chol))
-        zeros = np.zeros_like(q)
-        return closed_form.mixture_log_predictive(self.posterior_, q, zeros, np.zeros(X.shape[0], dtype=bool))
+        likelihood = self.posterior_.graph.factors["likelihood"]
+        q = likelihood.quadratic_forms(self.posterior_, X)
+        return likelihood.log_predictive(self.posterior_, q, np.zeros_like(q), np.zeros(X.shape[0], dtype=bool))
 
     def score(self, X) -> float:
         """Mean log posterior predictive density of X."""

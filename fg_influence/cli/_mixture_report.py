@@ -1,8 +1,7 @@
-"""The ``fg-influence`` command: fit a model and rank the rows that move it most."""
+"""Fit a Gaussian mixture and print or save its influence report."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -10,81 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._csv import read_numeric_csv
-from .datasets import load_faithful
-from .models import GaussianMixture
+from ..models import GaussianMixture
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _exact_count(text: str):
-    return "all" if text == "all" else _positive_int(text)
-
-
-def _add_fit_options(parser: argparse.ArgumentParser, *, components_default: int | None) -> None:
-    parser.add_argument("--top", type=_positive_int, default=10, metavar="N",
-                        help="number of most influential rows to print (default 10)")
-    parser.add_argument("--exact", type=_exact_count, default=None, metavar="N|all",
-                        help="refit without each of the N rows of largest estimated KL, or 'all' "
-                             "rows, and report the agreement with the estimates (default: no refits)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
-                        help="random seed for the k-means start of CAVI (default 0)")
-    parser.add_argument("--n-init", type=_positive_int, default=3, metavar="N",
-                        help="number of CAVI starting points; the best ELBO is kept (default 3)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write the priors, posterior and one record per row to this JSON file")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fg-influence",
-        description="Leave-one-out influence of each row on a variational Bayes model, estimated by "
-                    "dividing each row's site message out of the fitted posterior.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = commands.add_parser(
-        "demo",
-        help="Gaussian mixture (K = 2) on the bundled Old Faithful data, checked against exact refits",
-        description="Fit a two-component Gaussian mixture to standardised Old Faithful eruptions "
-                    "(duration and waiting time, minutes), print the ten rows with the largest "
-                    "KL(q || q without the row), and compare the estimates with exact refits of all "
-                    "272 rows.",
-    )
-    _add_fit_options(demo, components_default=2)
-    demo.set_defaults(exact="all")
-
-    gmm = commands.add_parser(
-        "gmm",
-        help="Gaussian mixture on numeric columns of a CSV file",
-        description="Fit a full-covariance Gaussian mixture to numeric columns of a CSV file with a "
-                    "header row and rank the rows by influence. A 'rownames' column, if present, "
-                    "labels the rows.",
-    )
-    gmm.add_argument("file", type=Path, metavar="FILE.csv", help="CSV file with a header row")
-    gmm.add_argument("--components", "-k", type=_positive_int, required=True, metavar="K",
-                     help="number of mixture components")
-    gmm.add_argument("--columns", type=str, default=None, metavar="a,b",
-                     help="comma-separated columns to model (default: every numeric column except "
-                          "'rownames')")
-    gmm.add_argument("--standardize", action="store_true",
-                     help="centre each column and divide by its standard deviation before fitting; "
-                          "printed values stay in the file's units")
-    _add_fit_options(gmm, components_default=None)
-    return parser
-
-
-def _progress_bar(total: int):
+def progress_bar(total: int):
     """A stderr progress bar for exact refits (tqdm)."""
     from tqdm import tqdm
 
@@ -101,8 +29,11 @@ def _progress_bar(total: int):
 
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
-                title: str, out=sys.stdout) -> dict:
-    """Fit, rank and report; return the JSON document."""
+                title: str, out=None) -> dict:
+    """Fit, rank and report to ``out`` (default: the current ``sys.stdout``); return the JSON document."""
+    # Looked up at call time, because a default of sys.stdout would be bound at
+    # import and ignore later redirection such as contextlib.redirect_stdout.
+    out = sys.stdout if out is None else out
     start = time.perf_counter()
     center = data.mean(axis=0) if standardize else np.zeros(data.shape[1])
     scale = data.std(axis=0) if standardize else np.ones(data.shape[1])
@@ -117,7 +48,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
 
     if exact is not None:
         count = exact if exact == "all" else min(exact, len(X))
-        result.compute_exact(count, progress=_progress_bar(len(X) if count == "all" else count))
+        result.compute_exact(count, progress=progress_bar(len(X) if count == "all" else count))
     total_seconds = time.perf_counter() - start
 
     _print_report(model, result, data, columns, labels, center, scale, top, title, out)
@@ -137,7 +68,10 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
 
     document = _json_document(model, result, columns, labels, center, scale, standardize, accuracy)
     if json_path is not None:
-        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        try:
+            json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        except OSError as error:
+            raise ValueError(f"could not write --json file {json_path}: {error.strerror or error}") from None
         print(f"Wrote {json_path}", file=out)
     return document
 
@@ -180,6 +114,14 @@ def _finite_or_none(value: float):
     return float(value) if np.isfinite(value) else None
 
 
+def _json_accuracy(accuracy: dict | None) -> dict | None:
+    """The accuracy summary with NaN or infinite values as null, which strict JSON requires."""
+    if accuracy is None:
+        return None
+    return {key: _finite_or_none(value) if isinstance(value, float) else value
+            for key, value in accuracy.items()}
+
+
 def _json_document(model, result, columns, labels, center, scale, standardize, accuracy) -> dict:
     priors = model.priors(model.posterior_.data["x"])
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
@@ -190,11 +132,11 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
             "label": labels[i],
             "kl": _finite_or_none(result.kl[i]),
             "loo_log_predictive": _finite_or_none(result.loo_log_predictive[i]),
-            "mean_shift": float(result.mean_shift_norm[i]) if not result.improper[i] else None,
+            "mean_shift": None if result.improper[i] else _finite_or_none(result.mean_shift_norm[i]),
             "improper": bool(result.improper[i]),
         }
         if i in exact_lookup:
-            record["exact_kl"] = exact_lookup[i]
+            record["exact_kl"] = _finite_or_none(exact_lookup[i])
         rows.append(record)
     return {
         "model": {
@@ -223,37 +165,29 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
             "n_iter": model.n_iter_,
             "converged": model.converged_,
         },
-        "accuracy": accuracy,
+        "accuracy": _json_accuracy(accuracy),
         "rows": rows,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "demo":
-            dataset = load_faithful()
-            run_mixture(
-                dataset.data, list(dataset.columns), list(dataset.row_labels), components=2,
-                standardize=True, top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init,
-                json_path=args.json,
-                title="Old Faithful (272 eruptions), Gaussian mixture with K = 2 on standardised data",
-            )
-        else:
-            columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
-            data, columns, labels = read_numeric_csv(args.file, columns)
-            run_mixture(
-                data, columns, labels, components=args.components, standardize=args.standardize,
-                top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init,
-                json_path=args.json,
-                title=f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)}",
-            )
-    except (ValueError, TypeError) as error:
-        print(f"fg-influence: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+def _check_json_path(path: Path | None) -> None:
+    """Reject a --json path that cannot be written, before the fit and refits run."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"--json must name a file, but {path} is a directory")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"cannot write --json file {path}: directory {path.parent} not found; create it first"
+        )
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _parse_columns(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    columns = [name.strip() for name in text.split(",")]
+    if "" in columns:
+        raise ValueError(
+            f"--columns must be comma-separated column names without empty entries, got {text!r}"
+        )
+    return columns

@@ -1,0 +1,42 @@
+"""The ``fg-influence`` command: fit a model and rank the rows that move it most.
+
+Each subcommand is a module with ``register(commands)``, which adds its
+parser and sets ``handler`` to a function of the parsed arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from . import demo, gmm
+
+SUBCOMMANDS = (demo, gmm)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fg-influence",
+        description="Leave-one-out influence of each row on a variational Bayes model, estimated by "
+                    "dividing each row's site message out of the fitted posterior.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in SUBCOMMANDS:
+        module.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (ValueError, TypeError) as error:
+        print(f"fg-influence: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""Argument types and options shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def exact_count(text: str):
+    return "all" if text == "all" else positive_int(text)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json."""
+    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
+                        help="number of most influential rows to print (default 10)")
+    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
+                        help="refit without each of the N rows of largest estimated KL, or 'all' "
+                             "rows, and report the agreement with the estimates (default: no refits)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="random seed for the k-means start of CAVI (default 0)")
+    parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
+                        help="number of CAVI starting points; the best ELBO is kept (default 3)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="write the priors, posterior and one record per row to this JSON file")

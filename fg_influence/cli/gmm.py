@@ -1,0 +1,40 @@
+"""``fg-influence gmm``: a full-covariance Gaussian mixture on columns of a CSV file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .._csv import read_numeric_csv
+from ._mixture_report import run_mixture
+from ._options import add_report_options, positive_int
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "gmm",
+        help="Gaussian mixture on numeric columns of a CSV file",
+        description="Fit a full-covariance Gaussian mixture to numeric columns of a CSV file with a "
+                    "header row and rank the rows by influence. A 'rownames' column, if present, "
+                    "labels the rows.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV file with a header row")
+    parser.add_argument("--components", "-k", type=positive_int, required=True, metavar="K",
+                        help="number of mixture components")
+    parser.add_argument("--columns", type=str, default=None, metavar="a,b",
+                        help="comma-separated columns to model (default: every numeric column except "
+                             "'rownames')")
+    parser.add_argument("--standardize", action="store_true",
+                        help="centre each column and divide by its standard deviation before fitting; "
+                             "printed values stay in the file's units")
+    add_report_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args) -> None:
+    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
+    data, columns, labels = read_numeric_csv(args.file, columns)
+    run_mixture(
+        data, columns, labels, components=args.components, standardize=args.standardize,
+        top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
+        title=f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)}",
+    )
