@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import cached_property
+import warnings
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from .._validation import check_int
+from ..exceptions import ImproperDivisionWarning
 from ..inference.posterior import Posterior
 from . import closed_form
 from .exact import exact_kl
@@ -34,6 +36,15 @@ class InfluenceResult:
     def __init__(self, posterior: Posterior):
         self.posterior = posterior
         self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
+        if self.improper.any():
+            shown = np.flatnonzero(self.improper)[:10].tolist()
+            warnings.warn(
+                f"{int(self.improper.sum())} sites leave an improper posterior when divided out "
+                f"(first: {shown}); their KL is +inf and their LOO log predictive density -inf. "
+                f"Check them with exact refits (compute_exact)",
+                ImproperDivisionWarning,
+                stacklevel=2,
+            )
         self.exact_sites = np.zeros(0, dtype=np.int64)
         self.exact_kl = np.zeros(0)
         self._shift_cache = {}
