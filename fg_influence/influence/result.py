@@ -13,6 +13,8 @@ from ..exceptions import ImproperDivisionWarning
 from ..inference.posterior import Posterior
 from . import closed_form
 from .exact import exact_kl
+from . import _export
+from .loo import LooSummary, in_sample_log_predictive, summarize_loo
 
 MEASURES = ("kl", "loo_log_predictive")
 
@@ -183,3 +185,41 @@ class InfluenceResult:
             "top_k": int(k),
             "top_k_overlap": len(top_estimate & top_exact) / k,
         }
+
+    # Row labels, LOO summary and export
+
+    #: Labels of the sites, such as a pandas index of the training data; None means positions.
+    row_labels = None
+
+    @property
+    def labels(self) -> list:
+        """Label of each site: ``row_labels`` when set, else the positions 0 .. N-1."""
+        if self.row_labels is None:
+            return list(range(self.n_sites))
+        return list(self.row_labels)
+
+    @cached_property
+    def loo_summary(self) -> LooSummary:
+        """elpd_loo, its standard error, p_loo and pointwise elpd_i, as ArviZ defines them."""
+        return summarize_loo(self.loo_log_predictive, in_sample_log_predictive(self.posterior))
+
+    def summary_frame(self):
+        """One row per site as a pandas DataFrame indexed by the row labels (needs pandas).
+
+        Columns: ``kl``, ``kl.<variable>`` for each global variable,
+        ``loo_log_predictive``, ``shift.<name>`` for each defined shift (with
+        ``[k, d]`` suffixes for trailing axes), ``improper``, and
+        ``exact_kl`` (NaN where no refit was run) after ``compute_exact``.
+        """
+        return _export.summary_frame(self)
+
+    def to_dict(self) -> dict:
+        """Every per-site measure, shift, exact value and the LOO summary as plain JSON values.
+
+        Infinite values (improper sites) become None.
+        """
+        return _export.result_to_dict(self)
+
+    def to_json(self, path=None, *, indent: int = 2) -> str:
+        """:meth:`to_dict` as strict JSON text, also written to ``path`` when given."""
+        return _export.result_to_json(self, path, indent=indent)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float_array, check_int, check_real
+from .._validation import as_float_array, check_int, check_real, column_names_of, row_labels_of
 from ..families import Dirichlet, NormalWishart
 from ..graph import CategoricalFactor, FactorGraph, GaussianMixtureFactor
 from ..inference import fit_cavi
@@ -66,6 +66,11 @@ class GaussianMixture:
     lower_bound_ : float
     n_iter_ : int
     converged_ : bool
+    row_labels_ : list or None
+        Index of X when it was a pandas DataFrame or Series; labels the rows
+        of :meth:`influence` results.
+    feature_names_in_ : list of str or None
+        Column names of X when it was a pandas DataFrame.
     """
 
     def __init__(self, n_components=1, *, weight_concentration_prior=None, mean_precision_prior=1.0,
@@ -180,6 +185,8 @@ class GaussianMixture:
             init=self.init_params, init_locals=init_locals, random_state=self.random_state,
         )
         self._set_posterior(posterior)
+        self.row_labels_ = row_labels_of(X)
+        self.feature_names_in_ = column_names_of(X)
         return self
 
     def _set_posterior(self, posterior: Posterior) -> None:
@@ -245,4 +252,24 @@ class GaussianMixture:
     def influence(self) -> InfluenceResult:
         """Leave-one-out influence of every training row, by dividing site messages."""
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        result = InfluenceResult(self.posterior_)
+        result.row_labels = getattr(self, "row_labels_", None)
+        return result
+
+    # Saving
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (a ``.npz`` file, no pickle); see :func:`fg_influence.io.save`."""
+        from ..io import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> "GaussianMixture":
+        """Read a model written by :meth:`save`; see :func:`fg_influence.io.load`."""
+        from ..io import load
+
+        model = load(path)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model

@@ -1,0 +1,117 @@
+"""Tables and JSON documents built from an InfluenceResult.
+
+Every model's result goes through the same code: the columns come from the
+result's per-site measures and from the named shifts its factors offer, so a
+new model needs no export code of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+#: Text stored with every exported result, so a reader of the file knows the signs.
+CONVENTIONS = (
+    "Per-site arrays have the site axis first. A shift is (value without the site) minus "
+    "(value with all sites). kl is KL(q || q without the site) over the global factors; "
+    "loo_log_predictive is log p(x_i | data without i). Improper divided posteriors have "
+    "kl +inf and loo_log_predictive -inf (null in JSON)."
+)
+
+
+def json_label(label):
+    """A row label as a JSON scalar: Python int, float or bool as they are, anything else as text."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    if isinstance(label, (bool, int, str)):
+        return label
+    if isinstance(label, float) and np.isfinite(label):
+        return label
+    return str(label)
+
+
+def json_array(values: np.ndarray):
+    """An array as nested lists, with infinite or NaN entries as None (strict JSON has no inf)."""
+    values = np.asarray(values)
+    if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
+        return values.tolist()
+    as_objects = values.astype(object)
+    as_objects[~np.isfinite(values)] = None
+    return as_objects.tolist()
+
+
+def _flat_columns(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a per-site array: ``name`` for shape (N,), ``name[k, d]`` for trailing axes."""
+    if values.ndim == 1:
+        return {name: values}
+    columns = {}
+    for index in np.ndindex(values.shape[1:]):
+        columns[f"{name}[{', '.join(map(str, index))}]"] = values[(slice(None),) + index]
+    return columns
+
+
+def result_columns(result) -> dict[str, np.ndarray]:
+    """Every per-site quantity of ``result`` as 1-D columns of length N, in display order."""
+    columns = {"kl": result.kl}
+    for variable, values in result.kl_by_variable.items():
+        kl_part = np.array(values, dtype=float)
+        kl_part[result.improper] = np.inf
+        columns[f"kl.{variable}"] = kl_part
+    columns["loo_log_predictive"] = result.loo_log_predictive
+    for name, values in result.shifts().items():
+        columns.update(_flat_columns(f"shift.{name}", np.asarray(values)))
+    columns["improper"] = result.improper
+    if result.exact_sites.size:
+        exact = np.full(result.n_sites, np.nan)
+        exact[result.exact_sites] = result.exact_kl
+        columns["exact_kl"] = exact
+    return columns
+
+
+def summary_frame(result):
+    """A pandas DataFrame with one row per site, indexed by the row labels."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            "summary_frame needs pandas; install it with pip install 'fg-influence[pandas]' "
+            "(or pip install pandas), or use to_dict() instead"
+        ) from None
+    index = pd.Index(result.labels, name="row")
+    return pd.DataFrame(result_columns(result), index=index)
+
+
+def result_to_dict(result) -> dict:
+    """A JSON-ready document of ``result``: labels, measures, shifts, exact values and LOO summary."""
+    loo = result.loo_summary
+    document = {
+        "conventions": CONVENTIONS,
+        "n_sites": int(result.n_sites),
+        "row_labels": [json_label(label) for label in result.labels],
+        "kl": json_array(result.kl),
+        "kl_by_variable": {name: json_array(values) for name, values in result.kl_by_variable.items()},
+        "loo_log_predictive": json_array(result.loo_log_predictive),
+        "improper": result.improper.tolist(),
+        "shifts": {name: json_array(values) for name, values in result.shifts().items()},
+        "exact": {
+            "sites": result.exact_sites.tolist(),
+            "kl": json_array(result.exact_kl),
+        },
+        "loo": {key: (value if value is None or np.isfinite(value) else None)
+                for key, value in loo.to_dict().items()},
+    }
+    return document
+
+
+def result_to_json(result, path=None, *, indent: int = 2) -> str:
+    """``result_to_dict`` as strict JSON text; also written to ``path`` when given."""
+    text = json.dumps(result_to_dict(result), indent=indent, allow_nan=False) + "\n"
+    if path is not None:
+        path = Path(path)
+        try:
+            path.write_text(text)
+        except OSError as error:
+            raise ValueError(f"could not write JSON file {path}: {error.strerror or error}") from None
+    return text
