@@ -9,6 +9,7 @@ from .._validation import as_float_array, check_int
 from ..families import ExponentialFamily
 from .errors import GraphError
 from .factors import Factor
+from .blocks import LocalBlock, RaggedObservedVariable, check_offsets
 from .nodes import GlobalVariable, LocalVariable, ObservedVariable, Plate
 
 
@@ -101,6 +102,61 @@ class FactorGraph:
         self._add_variable(variable)
         return variable
 
+    def add_block(self, name: str, plate: str, *, family=None, owner: str | None = None) -> LocalBlock:
+        """Declare a block of local variables with one instance per index of the site ``plate``.
+
+        Give ``family`` (an exponential family class) for a block whose
+        posterior is that family, updated from its factors' summed messages,
+        or ``owner`` (a factor name) for a block that the factor updates by
+        its own exact routine or inner loop.
+        """
+        self._check_new_variable(name)
+        self._check_plate(plate, f"block {name!r}")
+        if (family is None) == (owner is None):
+            raise ValueError(
+                f"block {name!r} needs exactly one of family (an exponential family class) and "
+                f"owner (the name of the factor that updates it)"
+            )
+        if family is not None and not (isinstance(family, type) and issubclass(family, ExponentialFamily)):
+            raise TypeError(
+                f"family of block {name!r} must be a class from fg_influence.families, got {family!r}"
+            )
+        variable = LocalBlock(name, plate, family=family, owner=owner)
+        self._add_variable(variable)
+        return variable
+
+    def add_ragged_observed(self, name: str, data, offsets, plate: str, *,
+                            covariates=None) -> RaggedObservedVariable:
+        """Declare observed rows grouped by site: site i owns rows ``offsets[i]:offsets[i + 1]``.
+
+        ``data`` has shape (n_rows, C) (or (n_rows,) for one column) and
+        ``offsets`` length ``plate`` size + 1; every site needs at least one
+        row. ``covariates`` (n_rows, P) are fixed inputs aligned with the
+        rows. Arrays are copied.
+        """
+        self._check_new_variable(name)
+        self._check_plate(plate, f"observed variable {name!r}")
+        array = as_float_array(data, f"data of {name!r}", ndim=(1, 2))
+        if array.ndim == 1:
+            array = array[:, None]
+        offsets = check_offsets(offsets, array.shape[0], name)
+        size = self.plates[plate].size
+        if offsets.size != size + 1:
+            raise GraphError(
+                f"plate mismatch: offsets of {name!r} describe {offsets.size - 1} sites but plate "
+                f"{plate!r} has size {size}"
+            )
+        if covariates is not None:
+            covariates = as_float_array(covariates, f"covariates of {name!r}", ndim=2)
+            if covariates.shape[0] != array.shape[0]:
+                raise ValueError(
+                    f"covariates of {name!r} must have one row per data row ({array.shape[0]}), "
+                    f"got {covariates.shape[0]}"
+                )
+        variable = RaggedObservedVariable(name, array, plate, offsets, covariates)
+        self._add_variable(variable)
+        return variable
+
     def add_factor(self, factor: Factor) -> Factor:
         """Connect a factor to its parent and child variables, which must already exist."""
         if not isinstance(factor, Factor):
@@ -135,6 +191,7 @@ class FactorGraph:
         """Name of the plate that indexes the sites (the plate of the local variables)."""
         plates = {v.plate for v in self.variables_of_role("local")}
         plates |= {v.plate for v in self.variables_of_role("observed")}
+        plates |= {v.plate for v in self.variables_of_role("block")}
         if len(plates) != 1:
             raise GraphError(
                 f"local and observed variables must share one site plate, got plates {sorted(plates)}"
@@ -192,7 +249,9 @@ class FactorGraph:
             size = int(keep.sum()) if plate.name == site_plate else plate.size
             copy.plates[plate.name] = Plate(plate.name, size)
         for variable in self.variables.values():
-            if isinstance(variable, ObservedVariable):
+            if isinstance(variable, RaggedObservedVariable):
+                variable = variable.keep_sites(keep)
+            elif isinstance(variable, ObservedVariable):
                 variable = ObservedVariable(variable.name, variable.data[keep], variable.plate)
             copy._add_variable(variable)
         for factor in self.factors.values():

@@ -16,7 +16,7 @@ from scipy.cluster.vq import kmeans2
 
 from .._validation import check_int, check_random_state, check_real
 from ..exceptions import ConvergenceWarning
-from ..graph import FactorGraph
+from ..graph import FactorGraph, blocks
 from ..graph.nodes import ObservedVariable
 from ..kernels.mixture import normalize_log_resp
 from .posterior import Posterior
@@ -70,7 +70,8 @@ def local_free_terms(state: Posterior) -> float:
     graph = state.graph
     total = 0.0
     for factor in graph.factors.values():
-        if not any(graph.variables[name].role == "local" for name in factor.neighbours()):
+        # Factors next to a local block are counted in the block's per-site terms.
+        if not any(graph.variables[name].role in ("local", "block") for name in factor.neighbours()):
             total += float(factor.expected_log_density(state))
     return total
 
@@ -90,6 +91,7 @@ def compute_elbo(state: Posterior) -> float:
         with np.errstate(divide="ignore", invalid="ignore"):
             entropy_terms = np.where(resp > 0, resp * np.log(np.where(resp > 0, resp, 1.0)), 0.0)
         total += float(np.sum(resp * logits) - np.sum(entropy_terms))
+    total += blocks.blocks_elbo(state)
     return total
 
 
@@ -134,6 +136,8 @@ def _run(state: Posterior, tol: float, max_iter: int) -> Posterior:
         log_norm_total = 0.0
         for name in local_names:
             log_norm_total += float(np.sum(update_local(state, name)))
+        # A local block's update returns its sites' expected log joint plus entropy.
+        log_norm_total += blocks.update_blocks(state)
         # Just after the E-step, each site's expected log joint plus entropy
         # equals its log-normaliser, so the ELBO needs no extra pass.
         elbo = log_norm_total + local_free_terms(state) - global_kl(state)
@@ -199,6 +203,11 @@ def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_i
                 locals_[name] = _check_init_locals(graph, name, init_locals[name])
             else:
                 locals_[name] = initial_responsibilities(graph, name, init, rng)
+        for name in blocks.block_names(graph):
+            if init_locals is not None and name in init_locals:
+                locals_[name] = blocks.check_init_block(graph, name, init_locals[name])
+            else:
+                locals_[name] = blocks.initial_block(graph, name, data, locals_, rng)
         state = _run(Posterior(graph, {}, locals_, data), tol, max_iter)
         if best is None or state.elbo > best.elbo:
             best = state
