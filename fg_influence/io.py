@@ -1,0 +1,460 @@
+"""Save and load fitted models and influence results without pickle.
+
+A saved file is a NumPy ``.npz`` archive. Every array (data, prior and
+posterior parameters, responsibilities, exact refits) is a plain numeric
+array, and one member, ``metadata.json``, holds UTF-8 JSON describing the
+graph (plates, variables with their family, factors with their arguments),
+the model's settings, the row labels and a SHA-256 digest of every array.
+A second member holds the digest of the JSON itself.
+
+Loading reads the archive with ``numpy.load(..., allow_pickle=False)`` and
+parses the JSON, so it never runs code from the file. Classes are looked up
+by name among fg_influence's own models, families and factors only. Any
+mismatch (unknown format version, truncated archive, changed JSON or
+array, inconsistent shapes) raises ValueError.
+
+The graph is serialised generically: a family's parameters are the
+arguments of its constructor, read back from attributes of the same names,
+and a factor's arguments likewise. A new model or factor that follows this
+convention can be saved with no code here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .families import ExponentialFamily
+from .graph import FactorGraph
+from .graph.factors import Factor
+from .graph.nodes import GlobalVariable, LocalVariable, ObservedVariable
+from .inference.posterior import Posterior
+from .influence._export import json_label
+
+FORMAT_NAME = "fg_influence"
+#: Incremented whenever the layout changes in a way older readers cannot follow.
+FORMAT_VERSION = 1
+METADATA_MEMBER = "metadata.json"
+DIGEST_MEMBER = "metadata.sha256"
+
+__all__ = ["FORMAT_VERSION", "load", "save"]
+
+
+# Saving
+
+
+def save(obj, path) -> None:
+    """Write a fitted model or an :class:`~fg_influence.influence.InfluenceResult` to ``path``.
+
+    Parameters
+    ----------
+    obj : fitted model (such as GaussianMixture) or InfluenceResult
+    path : str or pathlib.Path
+        File to write; written as given, without adding a ``.npz`` suffix.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is neither, or its graph uses a family or factor whose
+        constructor arguments cannot be read back.
+    ValueError
+        If the model is not fitted or the file cannot be written.
+    """
+    from .influence import InfluenceResult
+
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(obj, InfluenceResult):
+        posterior = obj.posterior
+        metadata = {"kind": "result", "result": _result_metadata(obj, arrays)}
+    elif hasattr(obj, "posterior_") or _is_model(obj):
+        if not hasattr(obj, "posterior_"):
+            raise ValueError(f"this {type(obj).__name__} is not fitted yet; call fit first")
+        posterior = obj.posterior_
+        metadata = {"kind": "model", "model": _model_metadata(obj)}
+    else:
+        raise TypeError(
+            f"save expects a fitted model or an InfluenceResult, got {type(obj).__name__}"
+        )
+    metadata["graph"] = _graph_metadata(posterior.graph, arrays)
+    metadata["posterior"] = _posterior_metadata(posterior, arrays)
+    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                "library_version": __version__, **metadata}
+    metadata["arrays"] = {key: _array_record(value) for key, value in arrays.items()}
+
+    text = json.dumps(metadata, allow_nan=False, sort_keys=True).encode("utf-8")
+    members = dict(arrays)
+    members[METADATA_MEMBER] = np.frombuffer(text, dtype=np.uint8)
+    members[DIGEST_MEMBER] = np.frombuffer(hashlib.sha256(text).digest(), dtype=np.uint8)
+    path = Path(path)
+    try:
+        with open(path, "wb") as handle:
+            np.savez(handle, **members)
+    except OSError as error:
+        raise ValueError(f"could not write {path}: {error.strerror or error}") from None
+
+
+def _is_model(obj) -> bool:
+    from . import models
+
+    return type(obj).__name__ in models.__all__ and type(obj) is getattr(models, type(obj).__name__)
+
+
+def _array_record(array: np.ndarray) -> dict:
+    return {
+        "shape": list(array.shape),
+        "dtype": array.dtype.str,
+        "sha256": hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest(),
+    }
+
+
+def _json_value(value, what: str):
+    """A constructor setting as JSON: scalars as they are, arrays as nested lists."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            raise TypeError(f"cannot save {what}: non-finite value {value}")
+        return value
+    if isinstance(value, (list, tuple, np.ndarray)):
+        array = np.asarray(value)
+        if array.dtype.kind in "biuf":
+            return {"array": array.astype(np.float64).tolist(), "dtype": array.dtype.str}
+    raise TypeError(f"cannot save {what}: values of type {type(value).__name__} are not supported")
+
+
+def _model_metadata(model) -> dict:
+    settings = {}
+    for name in _init_names(type(model)):
+        value = getattr(model, name)
+        if name == "random_state" and not (value is None or isinstance(value, (int, np.integer))):
+            # A Generator's state is not needed to reproduce the fitted posterior.
+            value = None
+        settings[name] = _json_value(value, f"{type(model).__name__}.{name}")
+    labels = getattr(model, "row_labels_", None)
+    names = getattr(model, "feature_names_in_", None)
+    return {
+        "class": type(model).__name__,
+        "settings": settings,
+        "row_labels": None if labels is None else [json_label(label) for label in labels],
+        "feature_names_in": None if names is None else [str(name) for name in names],
+    }
+
+
+def _result_metadata(result, arrays: dict) -> dict:
+    arrays["result/exact_sites"] = np.asarray(result.exact_sites, dtype=np.int64)
+    arrays["result/exact_kl"] = np.asarray(result.exact_kl, dtype=np.float64)
+    labels = result.row_labels
+    return {"row_labels": None if labels is None else [json_label(label) for label in labels]}
+
+
+def _init_names(cls) -> list[str]:
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _family_params(family: ExponentialFamily, owner: str) -> dict[str, np.ndarray]:
+    params = {}
+    for name in _init_names(type(family)):
+        if not hasattr(family, name):
+            raise TypeError(
+                f"cannot save {owner}: {type(family).__name__} has no attribute {name!r} matching "
+                f"its constructor argument"
+            )
+        params[name] = np.array(getattr(family, name), dtype=np.float64)
+    return params
+
+
+def _graph_metadata(graph: FactorGraph, arrays: dict) -> dict:
+    variables = []
+    for variable in graph.variables.values():
+        record = {"name": variable.name, "role": variable.role}
+        if isinstance(variable, GlobalVariable):
+            record["family"] = type(variable.prior).__name__
+            record["plates"] = list(variable.plates)
+            params = _family_params(variable.prior, f"the prior of {variable.name!r}")
+            record["params"] = list(params)
+            for name, value in params.items():
+                arrays[f"prior/{variable.name}/{name}"] = value
+        elif isinstance(variable, LocalVariable):
+            record["plate"] = variable.plate
+            record["categories"] = variable.categories
+        else:
+            record["plate"] = variable.plate
+            arrays[f"data/{variable.name}"] = np.asarray(variable.data, dtype=np.float64)
+        variables.append(record)
+    factors = []
+    for factor in graph.factors.values():
+        args = {}
+        for name in _init_names(type(factor)):
+            if not hasattr(factor, name):
+                raise TypeError(
+                    f"cannot save factor {factor.name!r}: {type(factor).__name__} has no attribute "
+                    f"{name!r} matching its constructor argument"
+                )
+            args[name] = _json_value(getattr(factor, name), f"argument {name!r} of factor {factor.name!r}")
+        factors.append({"class": type(factor).__name__, "args": args})
+    plates = [[plate.name, int(plate.size)] for plate in graph.plates.values()]
+    return {"plates": plates, "variables": variables, "factors": factors}
+
+
+def _posterior_metadata(posterior: Posterior, arrays: dict) -> dict:
+    globals_ = {}
+    for name, family in posterior.globals.items():
+        params = _family_params(family, f"the posterior of {name!r}")
+        globals_[name] = {"family": type(family).__name__, "params": list(params)}
+        for param, value in params.items():
+            arrays[f"posterior/{name}/{param}"] = value
+    for name, resp in posterior.locals.items():
+        arrays[f"locals/{name}"] = np.asarray(resp, dtype=np.float64)
+    arrays["posterior/elbo"] = np.array(posterior.elbo, dtype=np.float64)
+    arrays["posterior/elbo_history"] = np.asarray(posterior.elbo_history, dtype=np.float64)
+    return {
+        "globals": globals_,
+        "locals": list(posterior.locals),
+        "n_iter": int(posterior.n_iter),
+        "converged": bool(posterior.converged),
+    }
+
+
+# Loading
+
+
+def load(path):
+    """Read a model or result written by :func:`save`.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+
+    Returns
+    -------
+    fitted model or InfluenceResult
+        The same type that was saved, with the same posterior bit for bit,
+        so every influence number is reproduced exactly.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, not an archive written by :func:`save`,
+        truncated, changed after saving, of another format version, or
+        internally inconsistent.
+    """
+    path = Path(path)
+    arrays, metadata = _read_archive(path)
+    try:
+        return _rebuild(metadata, arrays, path)
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        raise ValueError(
+            f"{path} is not a valid fg_influence file: its metadata is inconsistent ({error!r})"
+        ) from None
+
+
+def _read_archive(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    if not path.is_file():
+        raise ValueError(f"cannot load {path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot load {path}: not a readable fg_influence archive (truncated or another "
+            f"format: {error})"
+        ) from None
+    if METADATA_MEMBER not in arrays or DIGEST_MEMBER not in arrays:
+        raise ValueError(f"cannot load {path}: {METADATA_MEMBER} is missing, so it was not written by save")
+    text = arrays.pop(METADATA_MEMBER)
+    digest = arrays.pop(DIGEST_MEMBER)
+    if text.dtype != np.uint8 or text.ndim != 1:
+        raise ValueError(f"cannot load {path}: {METADATA_MEMBER} must be a 1-D uint8 array")
+    raw = text.tobytes()
+    if hashlib.sha256(raw).digest() != digest.tobytes():
+        raise ValueError(
+            f"cannot load {path}: the metadata does not match its SHA-256 digest; the file was "
+            f"changed after saving"
+        )
+    try:
+        metadata = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot load {path}: the metadata is not valid JSON ({error})") from None
+    _check_header(metadata, path)
+    _check_arrays(arrays, metadata["arrays"], path)
+    return arrays, metadata
+
+
+def _check_header(metadata, path: Path) -> None:
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
+        raise ValueError(f"cannot load {path}: not an fg_influence file")
+    version = metadata.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"cannot load {path}: format version {version!r} is not supported; this "
+            f"fg_influence {__version__} reads version {FORMAT_VERSION}. Load it with the "
+            f"library version that wrote it ({metadata.get('library_version')!r})"
+        )
+    if metadata.get("kind") not in ("model", "result") or not isinstance(metadata.get("arrays"), dict):
+        raise ValueError(f"cannot load {path}: the metadata has no valid 'kind' and 'arrays' entries")
+
+
+def _check_arrays(arrays: dict, records: dict, path: Path) -> None:
+    if set(arrays) != set(records):
+        missing = sorted(set(records) - set(arrays))
+        extra = sorted(set(arrays) - set(records))
+        raise ValueError(f"cannot load {path}: arrays missing {missing}, unexpected {extra}")
+    for name, record in records.items():
+        array = arrays[name]
+        if list(array.shape) != record.get("shape") or array.dtype.str != record.get("dtype"):
+            raise ValueError(
+                f"cannot load {path}: array {name!r} has shape {array.shape} and dtype "
+                f"{array.dtype.str}, but the metadata records {record.get('shape')} and "
+                f"{record.get('dtype')}"
+            )
+        if hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest() != record.get("sha256"):
+            raise ValueError(
+                f"cannot load {path}: array {name!r} does not match its SHA-256 digest; the file "
+                f"was changed after saving"
+            )
+
+
+def _subclasses(base) -> dict[str, type]:
+    """Subclasses of ``base`` defined inside fg_influence, by class name."""
+    found, stack = {}, [base]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            stack.append(sub)
+            if sub.__module__.split(".")[0] == "fg_influence":
+                found[sub.__name__] = sub
+    return found
+
+
+def _lookup(registry: dict[str, type], name, what: str) -> type:
+    if not isinstance(name, str) or name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; known: {sorted(registry)}")
+    return registry[name]
+
+
+def _family(registry, family_name, params: list, prefix: str, arrays: dict, what: str):
+    cls = _lookup(registry, family_name, "family")
+    expected = _init_names(cls)
+    if list(params) != expected:
+        raise ValueError(f"{what}: {family_name} takes parameters {expected}, the file lists {params}")
+    values = [arrays[f"{prefix}/{name}"] for name in expected]
+    try:
+        return cls(*values)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{what}: invalid {family_name} parameters ({error})") from None
+
+
+def _rebuild_graph(record: dict, arrays: dict) -> FactorGraph:
+    families = _subclasses(ExponentialFamily)
+    factor_types = _subclasses(Factor)
+    graph = FactorGraph()
+    for name, size in record["plates"]:
+        graph.add_plate(name, size)
+    for variable in record["variables"]:
+        name, role = variable["name"], variable["role"]
+        if role == "global":
+            prior = _family(families, variable["family"], variable["params"], f"prior/{name}", arrays,
+                            f"the prior of {name!r}")
+            graph.add_global(name, prior, tuple(variable["plates"]))
+        elif role == "local":
+            graph.add_local(name, variable["plate"], variable["categories"])
+        elif role == "observed":
+            graph.add_observed(name, arrays[f"data/{name}"], variable["plate"])
+        else:
+            raise ValueError(f"unknown variable role {role!r} for {name!r}")
+    for factor in record["factors"]:
+        cls = _lookup(factor_types, factor["class"], "factor")
+        args = {key: _from_json_value(value) for key, value in factor["args"].items()}
+        graph.add_factor(cls(**args))
+    graph.validate()
+    return graph
+
+
+def _from_json_value(value):
+    if isinstance(value, dict):
+        return np.asarray(value["array"], dtype=np.float64).astype(np.dtype(value["dtype"]))
+    return value
+
+
+def _rebuild_posterior(record: dict, graph: FactorGraph, arrays: dict) -> Posterior:
+    families = _subclasses(ExponentialFamily)
+    globals_ = {}
+    for variable in graph.variables_of_role("global"):
+        name = variable.name
+        entry = record["globals"][name]
+        family = _family(families, entry["family"], entry["params"], f"posterior/{name}", arrays,
+                         f"the posterior of {name!r}")
+        if type(family) is not type(variable.prior) or family.batch_shape != variable.prior.batch_shape:
+            raise ValueError(
+                f"the posterior of {name!r} must be a {type(variable.prior).__name__} with batch "
+                f"shape {variable.prior.batch_shape} like its prior"
+            )
+        globals_[name] = family
+    locals_ = {}
+    for variable in graph.variables_of_role("local"):
+        resp = arrays[f"locals/{variable.name}"]
+        expected = (graph.n_sites, graph.plates[variable.categories].size)
+        if resp.shape != expected:
+            raise ValueError(f"responsibilities of {variable.name!r} must have shape {expected}, got {resp.shape}")
+        # Responsibilities from CAVI sum to 1 up to rounding; 1e-8 leaves room for that and nothing else.
+        if not np.all(np.isfinite(resp)) or np.any(resp < 0) or not np.allclose(resp.sum(axis=1), 1.0, atol=1e-8):
+            raise ValueError(f"responsibilities of {variable.name!r} must be finite, non-negative rows summing to 1")
+        locals_[variable.name] = resp
+    if set(record["locals"]) != set(locals_):
+        raise ValueError(f"the file lists local variables {record['locals']}, the graph has {sorted(locals_)}")
+    data = {v.name: v.data for v in graph.variables_of_role("observed")}
+    return Posterior(
+        graph, globals_, locals_, data,
+        elbo=float(arrays["posterior/elbo"]),
+        elbo_history=arrays["posterior/elbo_history"].tolist(),
+        n_iter=int(record["n_iter"]),
+        converged=bool(record["converged"]),
+    )
+
+
+def _rebuild(metadata: dict, arrays: dict, path: Path):
+    from . import models
+    from .influence import InfluenceResult
+
+    try:
+        graph = _rebuild_graph(metadata["graph"], arrays)
+    except ValueError as error:
+        raise ValueError(f"cannot load {path}: {error}") from None
+    posterior = _rebuild_posterior(metadata["posterior"], graph, arrays)
+
+    if metadata["kind"] == "result":
+        sites = arrays["result/exact_sites"]
+        values = arrays["result/exact_kl"]
+        if sites.ndim != 1 or values.shape != sites.shape or np.any((sites < 0) | (sites >= graph.n_sites)):
+            raise ValueError(f"cannot load {path}: the exact refit arrays are inconsistent")
+        result = InfluenceResult(posterior)
+        result.row_labels = _checked_labels(metadata["result"]["row_labels"], graph.n_sites, path)
+        result.exact_sites = sites.astype(np.int64)
+        result.exact_kl = values
+        return result
+
+    record = metadata["model"]
+    cls = _lookup({name: getattr(models, name) for name in models.__all__}, record["class"], "model")
+    settings = {key: _from_json_value(value) for key, value in record["settings"].items()}
+    if set(settings) != set(_init_names(cls)):
+        raise ValueError(f"cannot load {path}: settings {sorted(settings)} do not match {cls.__name__}")
+    model = cls(**settings)
+    model._set_posterior(posterior)
+    model.row_labels_ = _checked_labels(record["row_labels"], graph.n_sites, path)
+    model.feature_names_in_ = record["feature_names_in"]
+    return model
+
+
+def _checked_labels(labels, n_sites: int, path: Path):
+    if labels is not None and (not isinstance(labels, list) or len(labels) != n_sites):
+        raise ValueError(f"cannot load {path}: the row labels must be a list of {n_sites} entries")
+    return labels
