@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import demo, gmm
+from . import demo, gmm, hierarchical
 
-SUBCOMMANDS = (demo, gmm)
+SUBCOMMANDS = (demo, gmm, hierarchical)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,4 +37,41 @@ def load_faithful() -> Dataset:
     )
 
 
-__all__ = ["Dataset", "load_faithful"]
+def load_radon() -> Dataset:
+    """Log radon in 919 Minnesota homes in 85 counties (Gelman and Hill 2007, R's ``HLMdiag::radon``).
+
+    Columns: ``log.radon``, ``basement`` (1 if measured in the basement),
+    ``uranium`` (log county uranium) and ``county`` (county number 1-85,
+    the group of a hierarchical model).
+    """
+    from ._grouped import numeric_columns, read_table
+
+    header, body = read_table("radon.csv")
+    columns = ("log.radon", "basement", "uranium", "county")
+    return Dataset(
+        data=numeric_columns(header, body, columns),
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Log radon in Minnesota homes with basement indicator, county uranium and county",
+    )
+
+
+def load_sleepstudy() -> Dataset:
+    """Reaction times of 18 subjects over 10 days of sleep deprivation (R's ``lme4::sleepstudy``).
+
+    Columns: ``Reaction`` (mean reaction time, ms), ``Days`` (days of sleep
+    deprivation, 0-9) and ``Subject`` (subject number, the group).
+    """
+    from ._grouped import numeric_columns, read_table
+
+    header, body = read_table("sleepstudy.csv")
+    columns = ("Reaction", "Days", "Subject")
+    return Dataset(
+        data=numeric_columns(header, body, columns),
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Sleep deprivation study: reaction time (ms) by day and subject",
+    )
+
+
+__all__ = ["Dataset", "load_faithful", "load_radon", "load_sleepstudy"]

@@ -1,0 +1,186 @@
+"""``fg-influence hierarchical``: a hierarchical normal model with one site per group."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._csv import read_numeric_csv
+from ..models.hierarchical import HierarchicalNormal
+from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
+from ._options import exact_count, positive_int
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "hierarchical",
+        help="hierarchical normal model, influence of each group",
+        description="Fit a hierarchical normal model (group coefficients b_j ~ N(mu, diag(tau)^-1), "
+                    "rows y_ij ~ N(x_ij^T b_j, 1/noise), with an intercept and the --columns "
+                    "predictors) and rank the groups by the KL divergence between the posterior and "
+                    "the posterior without the group.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV file with a header row")
+    parser.add_argument("--target", required=True, metavar="COL", help="numeric response column")
+    parser.add_argument("--group", required=True, metavar="COL",
+                        help="column of group labels (text or numbers); each group is one site")
+    parser.add_argument("--columns", default=None, metavar="a,b",
+                        help="comma-separated numeric predictor columns (default: none, so each "
+                             "group has a mean only)")
+    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
+                        help="number of most influential groups to print (default 10)")
+    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
+                        help="refit without each of the N groups of largest estimated KL, or 'all' "
+                             "groups, and report the agreement with the estimates (default: no refits)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="write the posterior and one record per group to this JSON file")
+    parser.set_defaults(handler=run)
+
+
+def read_group_column(path: Path, name: str) -> list[str]:
+    """The text values of column ``name``; the file has already been read once by read_numeric_csv."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    header = [cell.strip() for cell in rows[0]]
+    if name not in header:
+        raise ValueError(f"unknown --group column {name!r} in {path}; available columns: {header}")
+    position = header.index(name)
+    values = [row[position].strip() for row in rows[1:]]
+    empty = [i + 2 for i, value in enumerate(values) if not value]
+    if empty:
+        raise ValueError(
+            f"--group column {name!r} of {path} has empty labels on line(s) {empty[:5]}; every row "
+            f"needs a group"
+        )
+    return values
+
+
+def _parse_predictors(text: str | None) -> list[str]:
+    if text is None:
+        return []
+    names = [name.strip() for name in text.split(",")]
+    if "" in names:
+        raise ValueError(f"--columns must be comma-separated column names without empty entries, got {text!r}")
+    return names
+
+
+def run(args, out=None) -> dict:
+    out = sys.stdout if out is None else out
+    _check_json_path(args.json)
+    predictors = _parse_predictors(args.columns)
+    if args.target in predictors or args.group in predictors or args.target == args.group:
+        raise ValueError("--target, --group and --columns must name different columns")
+    start = time.perf_counter()
+    data, columns, _ = read_numeric_csv(args.file, [args.target] + predictors)
+    groups = read_group_column(args.file, args.group)
+    y, X = data[:, 0], data[:, 1:]
+
+    labels = np.array(groups)
+    if all(label.lstrip("-").isdigit() for label in groups):
+        # Numeric group codes sort as numbers (2 before 10), not as text.
+        labels = labels.astype(np.int64)
+    model = HierarchicalNormal().fit(y, labels, X)
+    result = model.influence()
+    fit_seconds = time.perf_counter() - start
+    n_groups = result.n_sites
+    if args.exact is not None:
+        count = args.exact if args.exact == "all" else min(args.exact, n_groups)
+        result.compute_exact(count, progress=progress_bar(n_groups if count == "all" else count))
+    total_seconds = time.perf_counter() - start
+
+    coef_names = ["intercept"] + predictors
+    _print_report(model, result, coef_names, args, out)
+    accuracy = None
+    if result.exact_sites.size >= 2:
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        print(f"\nAgreement with exact refits over {accuracy['n_sites']} groups: Spearman "
+              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
+              f"{accuracy['top_k_overlap']:.0%}, median relative error "
+              f"{accuracy['median_relative_error']:.2%}", file=out)
+    print(f"Fit and all-group estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
+          file=out)
+
+    document = _json_document(model, result, coef_names, args, accuracy)
+    if args.json is not None:
+        try:
+            args.json.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        except OSError as error:
+            raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
+        print(f"Wrote {args.json}", file=out)
+    return document
+
+
+def _print_report(model, result, coef_names, args, out) -> None:
+    print(f"{args.file}: hierarchical normal model of {args.target} by {args.group} "
+          f"({result.n_sites} groups, {model.group_sizes_.sum()} rows)", file=out)
+    print(f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
+          f"{'' if model.converged_ else ' (not converged)'}", file=out)
+    between = ", ".join(
+        f"{name} {mean:.4g} (between-group sd {sd:.3g})"
+        for name, mean, sd in zip(coef_names, model.coef_mean_, model.group_precision_ ** -0.5)
+    )
+    print(f"Population coefficients E[mu]: {between}; residual sd {model.noise_precision_ ** -0.5:.4g}",
+          file=out)
+
+    order = result.top(args.top)
+    shift = result.shift("mu.mean")
+    exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
+    print(f"\nThe {len(order)} most influential groups, by KL(q || q without the group):", file=out)
+    header = ["group", "rows"] + [f"E[b] {name}" for name in coef_names] + ["KL", f"shift {coef_names[0]}"]
+    if exact_lookup:
+        header.append("exact KL")
+    table = []
+    for j in order:
+        cells = [str(model.group_labels_[j]), str(model.group_sizes_[j])]
+        cells += [f"{value:.4g}" for value in model.group_coef_[j]]
+        cells += [f"{result.kl[j]:.5f}", f"{shift[j, 0]:+.4f}"]
+        if exact_lookup:
+            value = exact_lookup.get(int(j))
+            cells.append("" if value is None else f"{value:.5f}")
+        table.append(cells)
+    widths = [max([8, len(h)] + [len(row[c]) for row in table]) for c, h in enumerate(header)]
+    for cells in [header] + table:
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
+    print(f"  (shift {coef_names[0]}: change of E[mu] for the {coef_names[0]} without the group)", file=out)
+    if result.improper.any():
+        print(f"  {int(result.improper.sum())} groups leave an improper posterior when removed; "
+              f"their KL is reported as inf", file=out)
+
+
+def _json_document(model, result, coef_names, args, accuracy) -> dict:
+    exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
+    shift = result.shift("mu.mean")
+    groups = []
+    for j in range(result.n_sites):
+        groups.append({
+            "group": str(model.group_labels_[j]),
+            "rows": int(model.group_sizes_[j]),
+            "coefficients": model.group_coef_[j].tolist(),
+            "kl": _finite_or_none(result.kl[j]),
+            "exact_kl": _finite_or_none(exact_lookup[j]) if j in exact_lookup else None,
+            "mean_shift": [_finite_or_none(v) for v in shift[j]],
+            "improper": bool(result.improper[j]),
+        })
+    return {
+        "model": {
+            "type": "HierarchicalNormal",
+            "target": args.target,
+            "group": args.group,
+            "coefficients": coef_names,
+            "posterior": {
+                "mean": model.coef_mean_.tolist(),
+                "group_precision": np.asarray(model.group_precision_).tolist(),
+                "noise_precision": model.noise_precision_,
+            },
+            "elbo": model.lower_bound_,
+            "n_iter": model.n_iter_,
+            "converged": model.converged_,
+        },
+        "accuracy": _json_accuracy(accuracy),
+        "groups": groups,
+    }
