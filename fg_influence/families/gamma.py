@@ -24,7 +24,13 @@ class Gamma(ExponentialFamily):
         rate = as_float_array(rate, "rate")
         check_positive(shape, "shape")
         check_positive(rate, "rate")
-        self.shape, self.rate = np.broadcast_arrays(shape, rate)
+        try:
+            self.shape, self.rate = np.broadcast_arrays(shape, rate)
+        except ValueError:
+            raise ValueError(
+                f"shape and rate must have broadcastable batch shapes, got {shape.shape} "
+                f"and {rate.shape}"
+            ) from None
         self.shape = self.shape.copy()
         self.rate = self.rate.copy()
 

@@ -33,6 +33,13 @@ class MultivariateNormal(ExponentialFamily):
                 f"precision must have shape (..., D, D) matching mean (..., D); got mean "
                 f"{mean.shape} and precision {precision.shape}"
             )
+        try:
+            np.broadcast_shapes(mean.shape[:-1], precision.shape[:-2])
+        except ValueError:
+            raise ValueError(
+                f"mean and precision must have broadcastable batch shapes, got mean "
+                f"{mean.shape} and precision {precision.shape}"
+            ) from None
         self._chol = cholesky(symmetrize(precision), "precision")
         self.mean = mean
         self.precision = symmetrize(precision)
@@ -64,7 +71,11 @@ class MultivariateNormal(ExponentialFamily):
         return (self.mean.copy(), outer)
 
     def logpdf(self, x) -> np.ndarray:
+        """Log density at points x of shape (..., D), broadcast against the batch."""
         x = np.asarray(x, dtype=float)
+        # A scalar is accepted as one point when D = 1.
+        if x.shape[-1:] != (self.dim,) and not (x.ndim == 0 and self.dim == 1):
+            raise ValueError(f"x must have shape (..., {self.dim}) to match mean, got {x.shape}")
         diff = x - self.mean
         quad = np.einsum("...i,...ij,...j->...", diff, self.precision, diff)
         return 0.5 * logdet_from_cholesky(self._chol) - 0.5 * self.dim * np.log(2 * np.pi) - 0.5 * quad

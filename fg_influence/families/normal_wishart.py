@@ -61,12 +61,18 @@ class NormalWishart(ExponentialFamily):
         except ValueError:
             raise ValueError(f"beta must have the batch shape {batch}, got {beta.shape}") from None
         check_positive(beta, "beta")
-        self.wishart = Wishart(scale, np.broadcast_to(as_float_array(dof, "dof"), batch))
-        if self.wishart.scale.shape != batch + (mean.shape[-1],) * 2:
+        scale = as_float_array(scale, "scale")
+        if scale.shape != batch + (mean.shape[-1],) * 2:
             raise ValueError(
                 f"scale must have shape {batch + (mean.shape[-1],) * 2} to match mean "
-                f"{mean.shape}, got {self.wishart.scale.shape}"
+                f"{mean.shape}, got {scale.shape}"
             )
+        dof = as_float_array(dof, "dof")
+        try:
+            dof = np.broadcast_to(dof, batch)
+        except ValueError:
+            raise ValueError(f"dof must have the batch shape {batch}, got {dof.shape}") from None
+        self.wishart = Wishart(scale, dof)
         self.mean = mean
         self.beta = beta
 

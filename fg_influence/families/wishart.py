@@ -34,10 +34,11 @@ class Wishart(ExponentialFamily):
     event_ndims = (2, 0)
 
     def __init__(self, scale, dof):
-        scale = symmetrize(as_float_array(scale, "scale"))
+        scale = as_float_array(scale, "scale")
         dof = as_float_array(dof, "dof")
         if scale.ndim < 2 or scale.shape[-1] != scale.shape[-2]:
             raise ValueError(f"scale must have shape (..., D, D), got {scale.shape}")
+        scale = symmetrize(scale)
         dim = scale.shape[-1]
         if dof.shape != scale.shape[:-2]:
             try:
