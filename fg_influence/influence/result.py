@@ -17,6 +17,8 @@ from . import _export
 from .loo import LooSummary, in_sample_log_predictive, summarize_loo
 
 MEASURES = ("kl", "loo_log_predictive")
+#: Ways to estimate the posterior without a site; see ``InfluenceResult``.
+METHODS = ("division", "linear-response")
 
 
 class InfluenceResult:
@@ -26,18 +28,38 @@ class InfluenceResult:
     site) minus (value with all sites). Properties are computed on first
     access and cached.
 
+    ``method="division"`` (the default) subtracts each site's message with
+    every other site's responsibilities held fixed. ``method="linear-response"``
+    adds the first-order response of the CAVI fixed point,
+    delta_g_i = -(I - J)^-1 s_i (see
+    :mod:`fg_influence.influence.linear_response`); it costs one
+    factorisation of a G x G matrix plus a product per site, and tracks exact
+    refits more closely where clusters overlap.
+
     Attributes
     ----------
     posterior : Posterior
         The fitted posterior the sites are divided out of.
+    method : str
+        "division" or "linear-response".
     improper : ndarray of bool, shape (N,)
         Sites whose divided posterior is improper; their KL is reported as
         +inf and their LOO log predictive density as -inf.
     """
 
-    def __init__(self, posterior: Posterior):
+    def __init__(self, posterior: Posterior, method: str = "division"):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.posterior = posterior
-        self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
+        self.method = method
+        self._response = None
+        if method == "linear-response":
+            from .linear_response import all_site_summaries
+
+            self._response = all_site_summaries(posterior)
+            self.kl_by_variable, self.improper = self._response.kl_by_variable, self._response.improper
+        else:
+            self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
         if self.improper.any():
             shown = np.flatnonzero(self.improper)[:10].tolist()
             warnings.warn(
@@ -66,13 +88,17 @@ class InfluenceResult:
 
     @cached_property
     def loo_log_predictive(self) -> np.ndarray:
-        """log p(x_i | data without i) under the divided posterior, shape (N,)."""
+        """log p(x_i | data without i) under the divided (or corrected) posterior, shape (N,)."""
+        if self._response is not None:
+            return self._response.loo_log_predictive.copy()
         values = closed_form.all_site_log_predictive(self.posterior, self.improper.copy())
         values[self.improper] = -np.inf
         return values
 
     @cached_property
     def _shift_makers(self) -> dict:
+        if self._response is not None:
+            return {name: (lambda values=values: values) for name, values in self._response.shifts.items()}
         return closed_form.all_site_shifts(self.posterior)
 
     @property

@@ -249,10 +249,16 @@ class GaussianMixture:
 
     # Influence
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-out influence of every training row, by dividing site messages."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Leave-one-out influence of every training row.
+
+        ``method="division"`` divides each row's site messages out with the
+        other rows' responsibilities held fixed; ``method="linear-response"``
+        adds the first-order response of the other rows (more accurate where
+        components overlap, at the cost of factorising a G x G matrix).
+        """
         self._check_fitted()
-        result = InfluenceResult(self.posterior_)
+        result = InfluenceResult(self.posterior_, method=method)
         result.row_labels = getattr(self, "row_labels_", None)
         return result
 
