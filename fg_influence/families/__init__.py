@@ -6,19 +6,23 @@ Each family stores its standard parameters and offers ``natural_params``,
 """
 
 from .base import ExponentialFamily
+from .beta import Beta
 from .categorical import Categorical
 from .dirichlet import Dirichlet
 from .gamma import Gamma
 from .gaussian import MultivariateNormal
+from .normal_gamma import NormalGamma
 from .normal_wishart import NormalWishart
 from .wishart import Wishart
 
 __all__ = [
+    "Beta",
     "Categorical",
     "Dirichlet",
     "ExponentialFamily",
     "Gamma",
     "MultivariateNormal",
+    "NormalGamma",
     "NormalWishart",
     "Wishart",
 ]
