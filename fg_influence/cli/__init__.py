@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import demo, gmm, hierarchical
+from . import demo, gmm, hierarchical, hmm
 
-SUBCOMMANDS = (demo, gmm, hierarchical)
+SUBCOMMANDS = (demo, gmm, hierarchical, hmm)
 
 
 def build_parser() -> argparse.ArgumentParser:

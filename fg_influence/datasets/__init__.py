@@ -74,4 +74,59 @@ def load_sleepstudy() -> Dataset:
     )
 
 
-__all__ = ["Dataset", "load_faithful", "load_radon", "load_sleepstudy"]
+def load_epil() -> Dataset:
+    """Seizure counts of 59 epilepsy patients over 4 two-week periods (R's ``MASS::epil``).
+
+    Columns: ``y`` (seizure count), ``subject`` (1-59, one sequence per
+    patient), ``period`` (1-4), ``base`` (baseline count over 8 weeks) and
+    ``age``.
+    """
+    from ._grouped import numeric_columns, read_table
+
+    header, body = read_table("epil.csv")
+    columns = ("y", "subject", "period", "base", "age")
+    return Dataset(
+        data=numeric_columns(header, body, columns),
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Epilepsy trial: seizure counts per patient and period",
+    )
+
+
+def load_chickweight() -> Dataset:
+    """Weights (g) of 50 chicks on 4 diets over 21 days; some series end early (R's ``ChickWeight``).
+
+    Columns: ``weight``, ``Time`` (days since birth), ``Chick`` (the
+    sequence) and ``Diet`` (1-4).
+    """
+    from ._grouped import numeric_columns, read_table
+
+    header, body = read_table("ChickWeight.csv")
+    columns = ("weight", "Time", "Chick", "Diet")
+    return Dataset(
+        data=numeric_columns(header, body, columns),
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Chick weights over time, one series per chick",
+    )
+
+
+def load_nile() -> Dataset:
+    """Annual flow of the Nile at Aswan, 1871-1970, in 1e8 m^3 (R's ``datasets::Nile``).
+
+    Columns: ``time`` (year) and ``value`` (flow).
+    """
+    from ._grouped import numeric_columns, read_table
+
+    header, body = read_table("Nile.csv")
+    columns = ("time", "value")
+    return Dataset(
+        data=numeric_columns(header, body, columns),
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Annual Nile flow at Aswan, 1871-1970",
+    )
+
+
+__all__ = ["Dataset", "load_faithful", "load_radon", "load_sleepstudy",
+           "load_epil", "load_chickweight", "load_nile"]
