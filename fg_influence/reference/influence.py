@@ -112,7 +112,7 @@ def influence_on_test_loss(X_test, X, parameters: MixtureParameters, prior: Mixt
 
 
 def em_influence(X, parameters: MixtureParameters, prior: MixturePrior, groups=None,
-                 hessian: str = "complete") -> np.ndarray:
+                 hessian: str = "complete", resp: np.ndarray | None = None) -> np.ndarray:
     """EM-influence: the Newton step with the complete-data Hessian, block by block, shape (G, P).
 
     Parameters
@@ -126,6 +126,10 @@ def em_influence(X, parameters: MixtureParameters, prior: MixturePrior, groups=N
         which is the exact M-step only when ``parameters`` is the MAP, and
         its mean step at fixed precision equals the mean shift of the
         divided variational posterior.
+    resp : array_like, shape (N, K), optional
+        Responsibilities to use in place of those at ``parameters``, for
+        example a variational fit's, to compare the two methods at the same
+        responsibilities.
     """
     X = _check(X, parameters, prior)
     if hessian not in HESSIANS:
@@ -135,7 +139,12 @@ def em_influence(X, parameters: MixtureParameters, prior: MixturePrior, groups=N
     size = block_size(d)
     alpha0 = prior.weight_concentration_prior
     members = group_matrix(groups, n)
-    resp, _ = responsibilities(X, parameters)
+    if resp is None:
+        resp, _ = responsibilities(X, parameters)
+    else:
+        resp = as_float_array(resp, "resp", ndim=2, shape=(n, k))
+        if np.any(resp < 0) or not np.allclose(resp.sum(axis=1), 1.0):
+            raise ValueError("resp must be non-negative and each row must sum to 1")
     gradients = members @ site_gradients(X, parameters, resp)
     blocks = component_hessians(X, parameters, prior, resp)
     shifts = np.empty_like(gradients)
