@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import demo, gmm, hierarchical, hmm
+from . import demo, factor_analysis, gmm, hierarchical, hmm
 
-SUBCOMMANDS = (demo, gmm, hierarchical, hmm)
+SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -225,7 +225,8 @@ def blocks_elbo(state) -> float:
 def initial_block(graph, name: str, data: dict, locals_: dict, rng) -> BlockState:
     """Starting state of a block: its update with every global at its prior.
 
-    A structured block's owner may override this with ``initial_block``.
+    A structured block's owner, or any factor of an exponential-family
+    block, may replace this with its own ``initial_block``.
     """
     from ..inference.posterior import Posterior
 
@@ -234,6 +235,12 @@ def initial_block(graph, name: str, data: dict, locals_: dict, rng) -> BlockStat
         owner = graph.factors[variable.owner]
         if hasattr(owner, "initial_block"):
             return owner.initial_block(name, graph, data, rng)
+    else:
+        # A factor can break a symmetry that the priors leave unbroken (for
+        # example, zero prior loadings send zero messages to the factors).
+        for factor in graph.factors_of(name):
+            if hasattr(factor, "initial_block"):
+                return factor.initial_block(name, graph, data, rng)
     priors = {v.name: v.prior for v in graph.variables_of_role("global")}
     state = Posterior(graph, priors, dict(locals_), data)
     update_block(state, name)

@@ -1,0 +1,168 @@
+"""``fg-influence factor-analysis``: Bayesian factor analysis, influence of each row."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .._csv import read_numeric_csv
+from ..models.factor_analysis import FactorAnalysis
+from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
+from ._options import exact_count, positive_int
+
+#: Field values treated as missing (R writes NA).
+MISSING = {"", "NA", "NaN", "nan"}
+
+
+def register(commands) -> None:
+    parser = commands.add_parser(
+        "factor-analysis",
+        help="Bayesian factor analysis on numeric columns, influence of each row",
+        description="Fit Bayesian factor analysis (latent factors z_i ~ N(0, I), x_i ~ N(W z_i + m, "
+                    "diag(psi)^-1)) to standardized numeric columns of a CSV file and rank the rows "
+                    "by KL(q || q without the row). Rows with a missing value (empty or NA) in a "
+                    "modelled column are dropped with a warning.",
+    )
+    parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV file with a header row")
+    parser.add_argument("--factors", "-k", type=positive_int, default=2, metavar="L",
+                        help="number of latent factors, less than the number of columns (default 2)")
+    parser.add_argument("--columns", default=None, metavar="a,b",
+                        help="comma-separated numeric columns (default: every column whose present "
+                             "values are all numeric, except 'rownames')")
+    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
+                        help="number of most influential rows to print (default 10)")
+    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
+                        help="refit without each of the N rows of largest estimated KL, or 'all' rows "
+                             "(slow: each refit runs CAVI to tol 1e-12)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help="write the posterior and one record per row to this JSON file")
+    parser.set_defaults(handler=run)
+
+
+def read_complete_rows(path: Path, columns: list[str] | None, err) -> tuple[np.ndarray, list[str], list[str]]:
+    """Numeric columns of a CSV file, without the rows that have a missing value in them."""
+    if not path.is_file():
+        # read_numeric_csv words the errors for missing files and directories.
+        read_numeric_csv(path, columns)
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for row in csv.reader(handle) if row]
+    if len(rows) < 2:
+        raise ValueError(f"CSV file {path} needs a header row and data rows")
+    header = [name.strip() for name in rows[0]]
+    body = rows[1:]
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the "
+                             f"header, got {len(row)}")
+    if columns is None:
+        columns = [name for j, name in enumerate(header) if name != "rownames" and all(
+            _is_number(row[j]) or row[j].strip() in MISSING for row in body)]
+    unknown = [name for name in columns if name not in header]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
+    positions = [header.index(name) for name in columns]
+    label_position = header.index("rownames") if "rownames" in header else None
+    values, labels, dropped = [], [], 0
+    for number, row in enumerate(body, start=2):
+        fields = [row[j].strip() for j in positions]
+        if any(field in MISSING for field in fields):
+            dropped += 1
+            continue
+        for name, field in zip(columns, fields):
+            if not _is_number(field) or not np.isfinite(float(field)):
+                raise ValueError(f"column {name!r} of {path} must be numeric, but line {number} has "
+                                 f"{field!r}; choose numeric columns with --columns")
+        values.append([float(field) for field in fields])
+        labels.append(row[label_position] if label_position is not None else str(number - 1))
+    if dropped:
+        print(f"fg-influence: warning: dropped {dropped} row(s) with missing values in {columns}", file=err)
+    if len(values) < 2:
+        raise ValueError(f"CSV file {path} has {len(values)} complete row(s) in {columns}; need at least 2")
+    return np.array(values), columns, labels
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def run(args, out=None) -> dict:
+    out = sys.stdout if out is None else out
+    _check_json_path(args.json)
+    columns = None
+    if args.columns is not None:
+        columns = [name.strip() for name in args.columns.split(",")]
+        if "" in columns:
+            raise ValueError(f"--columns must be comma-separated names without empty entries, got {args.columns!r}")
+    start = time.perf_counter()
+    data, columns, labels = read_complete_rows(args.file, columns, sys.stderr)
+    center, scale = data.mean(axis=0), data.std(axis=0)
+    if np.any(scale == 0):
+        constant = [c for c, s in zip(columns, scale) if s == 0]
+        raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
+    model = FactorAnalysis(args.factors).fit((data - center) / scale)
+    result = model.influence()
+    if args.exact is not None:
+        count = args.exact if args.exact == "all" else min(args.exact, result.n_sites)
+        result.compute_exact(count, progress=progress_bar(result.n_sites if count == "all" else count))
+
+    print(f"{args.file}: factor analysis with {args.factors} factor(s) on standardized "
+          f"{', '.join(columns)} ({result.n_sites} rows)", file=out)
+    print(f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
+          f"{'' if model.converged_ else ' (not converged)'}", file=out)
+    for name, row, noise in zip(columns, model.loadings_, model.noise_variance_):
+        print(f"  {name}: loadings {np.round(row, 3).tolist()}, noise variance {noise:.3g}", file=out)
+    exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
+    order = result.top(args.top)
+    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row):", file=out)
+    header = ["row"] + columns + ["KL"] + (["exact KL"] if exact_lookup else [])
+    table = []
+    for i in order:
+        cells = [labels[i]] + [f"{v:.4g}" for v in data[i]] + [f"{result.kl[i]:.5f}"]
+        if exact_lookup:
+            value = exact_lookup.get(int(i))
+            cells.append("" if value is None else f"{value:.5f}")
+        table.append(cells)
+    widths = [max([8, len(h)] + [len(row[c]) for row in table]) for c, h in enumerate(header)]
+    for cells in [header] + table:
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
+    accuracy = None
+    if result.exact_sites.size >= 2:
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
+              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}",
+              file=out)
+    print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
+
+    document = {
+        "model": {
+            "type": "FactorAnalysis",
+            "n_factors": args.factors,
+            "columns": columns,
+            "center": center.tolist(),
+            "scale": scale.tolist(),
+            "loadings": model.loadings_.tolist(),
+            "noise_variance": model.noise_variance_.tolist(),
+            "elbo": model.lower_bound_,
+            "converged": model.converged_,
+        },
+        "accuracy": _json_accuracy(accuracy),
+        "rows": [{"row": labels[i], "kl": _finite_or_none(result.kl[i]),
+                  "exact_kl": _finite_or_none(exact_lookup[i]) if i in exact_lookup else None}
+                 for i in range(result.n_sites)],
+    }
+    if args.json is not None:
+        try:
+            args.json.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        except OSError as error:
+            raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
+        print(f"Wrote {args.json}", file=out)
+    return document
