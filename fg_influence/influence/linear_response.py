@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
@@ -58,12 +58,13 @@ from ..graph.factors import CategoricalFactor, GaussianMixtureFactor
 from ..inference.posterior import Posterior
 from ..kernels import linear_response as lr_kernels
 
-#: Responsibilities below this value are skipped when assembling J and the
-#: response term. A skipped r_ik changes the response of a site by at most
-#: K * RESP_TOL times the response norm, so the estimates agree with the
-#: dense computation to about 1e-12 relative, while well-separated
-#: components cost nothing.
-RESP_TOL = 1e-14
+#: Responsibilities r_ik (and softmax-Jacobian weights r_ik r_il) below this
+#: value are skipped when assembling J and the response term; the division
+#: part -s_i always uses every component. A skipped r_ik changes site i's
+#: response by at most RESP_TOL ||M_k f_i||, about K * RESP_TOL relative to
+#: the site's own message, far below the error of a first-order estimate. It
+#: lets components that share no ambiguous sites cost nothing.
+RESP_TOL = 1e-10
 
 #: Condition number of I - J above which a warning is raised.
 CONDITION_WARN = 1e8
@@ -120,7 +121,6 @@ class ResponseBlock:
     hessian: np.ndarray
     to_posterior: Callable
     summarize: Callable
-    extra: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -456,7 +456,7 @@ class ResponseSystem:
 
 
 def response_blocks(posterior: Posterior) -> tuple[str, list[ResponseBlock]]:
-    """The local variable that responds and one ResponseBlock per message-sending factor."""
+    """Find the local variable that responds and build one ResponseBlock per message-sending factor."""
     graph = posterior.graph
     local_names = [v.name for v in graph.variables_of_role("local")]
     if len(local_names) != 1:
@@ -482,7 +482,7 @@ def assemble_missing_information(resp: np.ndarray, features: np.ndarray) -> np.n
 
     Block (k, l) is sum_j C_j[k, l] f_j f_j^T, with C_j[k, k] computed as
     r_jk * sum_{l != k} r_jl to avoid cancellation in r_jk (1 - r_jk). Sites
-    whose weight is below RESP_TOL squared are skipped.
+    whose weight is below RESP_TOL are skipped.
     """
     n_sites, k_count = resp.shape
     q = features.shape[1]
@@ -494,7 +494,7 @@ def assemble_missing_information(resp: np.ndarray, features: np.ndarray) -> np.n
                 weight = resp[:, k] * (total - resp[:, k])
             else:
                 weight = -resp[:, k] * resp[:, l]
-            active = np.flatnonzero(np.abs(weight) > RESP_TOL * RESP_TOL)
+            active = np.flatnonzero(np.abs(weight) > RESP_TOL)
             if active.size == 0:
                 continue
             block = features[active].T @ (weight[active, None] * features[active])
@@ -632,8 +632,8 @@ def newton_corrected_coordinates(system: ResponseSystem, site: int) -> np.ndarra
     At the fit F = s_i and F' = I - (J - J_i), so the Newton step is
     g - (I - J + J_i)^-1 s_i = g - s_i - (I - J + J_i)^-1 (J - J_i) s_i: division
     plus a response term. The all-site estimate uses J in place of J - J_i,
-    which differs by site i's own term J_i; this function solves the dense
-    system and is meant for checks on small problems.
+    so it differs by site i's own term J_i. This function solves a dense
+    G x G system per call and is meant for checks on small problems.
     """
     site = int(check_site_indices([site], system.resp.shape[0])[0])
     jacobian_without = system.jacobian - system.site_jacobian(site)
