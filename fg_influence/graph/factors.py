@@ -201,16 +201,19 @@ class GaussianMixtureFactor(Factor):
             )
 
     def expected_loglik(self, state) -> np.ndarray:
-        """E_q[ln N(x_i | mu_k, Lambda_k^-1)], shape (N, K)."""
+        """E_q[ln N(x_i | mu_k, Lambda_k^-1)], shape (N, K).
+
+        The quadratic forms computed on the way are kept on ``state`` (see
+        ``quadratic_forms``), so the all-site summaries after a fit reuse
+        those of its final ELBO evaluation.
+        """
         posterior = state.globals[self.components]
-        X = state.data[self.observed]
-        return mixture_kernels.gaussian_expected_loglik(
-            X,
-            np.ascontiguousarray(posterior.mean),
-            np.ascontiguousarray(posterior.wishart._chol),
+        return mixture_kernels.expected_loglik_from_quadratic_forms(
+            self.quadratic_forms(state),
             posterior.beta,
             posterior.dof,
             posterior.wishart.expected_logdet(),
+            float(posterior.dim),
         )
 
     def message(self, target, state):
@@ -232,11 +235,30 @@ class GaussianMixtureFactor(Factor):
     # determined by q_ik = (x_i - m_k)^T W_k (x_i - m_k); see kernels.loo.
 
     def quadratic_forms(self, state, X: np.ndarray | None = None) -> np.ndarray:
-        """q_ik = (x_i - m_k)^T W_k (x_i - m_k), shape (N, K); X defaults to the observed data."""
+        """q_ik = (x_i - m_k)^T W_k (x_i - m_k), shape (N, K); X defaults to the observed data.
+
+        For the observed data the result is cached on ``state`` and reused
+        while ``state`` holds the same component posterior and data objects
+        (CAVI replaces the posterior object at every update). The cached
+        array is shared: callers must not modify it.
+        """
         components = state.globals[self.components]
-        X = state.data[self.observed] if X is None else X
+        if X is not None:
+            return self._compute_quadratic_forms(components, X)
+        X = state.data[self.observed]
+        cache = vars(state).setdefault("_quadratic_forms_cache", {})
+        entry = cache.get(self.name)
+        if entry is not None and entry[0] is components and entry[1] is X:
+            return entry[2]
+        q = self._compute_quadratic_forms(components, X)
+        cache[self.name] = (components, X, q)
+        return q
+
+    @staticmethod
+    def _compute_quadratic_forms(components, X: np.ndarray) -> np.ndarray:
         return mixture_kernels.quadratic_forms(
-            X, np.ascontiguousarray(components.mean), np.ascontiguousarray(components.wishart._chol)
+            np.ascontiguousarray(X, dtype=float), np.ascontiguousarray(components.mean),
+            np.ascontiguousarray(components.wishart._chol),
         )
 
     def categorical_factor(self, state) -> "CategoricalFactor":
@@ -294,6 +316,5 @@ class GaussianMixtureFactor(Factor):
         nu (r / (beta - r))^2 q.
         """
         components = state.globals[self.components]
-        resp = state.locals[self.assignment]
-        ratio = resp / (components.beta - resp)
-        return np.sqrt(components.dof * ratio**2 * self.quadratic_forms(state)).max(axis=1)
+        resp = np.ascontiguousarray(state.locals[self.assignment])
+        return loo_kernels.mean_shift_norm(self.quadratic_forms(state), resp, components.beta, components.dof)

@@ -31,6 +31,73 @@ def _multi_lgamma(a, d):
     return total
 
 
+#: Dimensions above which ``_multi_lgamma_downdate`` sums D lgamma terms directly.
+_RECURSION_MAX_DIM = 200
+
+
+@njit(cache=True)
+def _multi_lgamma_downdate(a, h, d, lgamma_a, lgamma_a_half):
+    """ln Gamma_D(a - h) - ln Gamma_D(a) for 0 <= h <= 1/2 and a - h > (D - 1) / 2.
+
+    ``lgamma_a`` and ``lgamma_a_half`` are ln Gamma(a) and ln Gamma(a - 1/2),
+    which depend only on the component.
+
+    The arguments a + (1 - j) / 2 step down by 1 within each parity of j, so
+    ln Gamma(y - m) = ln Gamma(y) - sum_{t=1..m} ln(y - t) turns the D
+    lgamma pairs into two pairs and a product of ratios
+    (y - t - h) / (y - t) in [2/3, 1]. The product is taken in log space
+    every time it falls below 1e-200. When the smallest argument is below 1
+    (a ratio could be near 0) or D is large, the terms are summed directly.
+    """
+    smallest = a - h - 0.5 * (d - 1)
+    if smallest < 1.0 or d > _RECURSION_MAX_DIM:
+        total = 0.0
+        for j in range(1, d + 1):
+            offset = (1.0 - j) / 2.0
+            total += math.lgamma(a - h + offset) - math.lgamma(a + offset)
+        return total
+    total = 0.0
+    log_product = 0.0
+    for parity in range(2):
+        y = a - 0.5 * parity
+        count = (d - parity + 1) // 2
+        if count == 0:
+            continue
+        lgamma_y = lgamma_a if parity == 0 else lgamma_a_half
+        total += count * (math.lgamma(y - h) - lgamma_y)
+        # Term m (m = 0..count-1) subtracts sum_{t<=m} ln ratio_t, so the
+        # subtracted total is ln of the product over m of the cumulative ratios.
+        cumulative = 1.0
+        product = 1.0
+        for t in range(1, count):
+            cumulative *= (y - t - h) / (y - t)
+            product *= cumulative
+            if product < 1e-200:
+                log_product += math.log(product)
+                product = 1.0
+        log_product += math.log(product)
+    return total - log_product
+
+
+@njit(cache=True)
+def _lgamma_half_shift(x, d):
+    """ln Gamma(x + D / 2) - ln Gamma(x) for x > 0, by ln Gamma(y + 1) = ln Gamma(y) + ln y."""
+    if d > _RECURSION_MAX_DIM:
+        return math.lgamma(x + 0.5 * d) - math.lgamma(x)
+    total = 0.0
+    y = x
+    if d % 2 == 1:
+        total = math.lgamma(x + 0.5) - math.lgamma(x)
+        y = x + 0.5
+    product = 1.0
+    for t in range(d // 2):
+        product *= y + t
+        if product > 1e200:
+            total += math.log(product)
+            product = 1.0
+    return total + math.log(product)
+
+
 @njit(cache=True, parallel=True)
 def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, d, improper):
     """KL(q || q without site i) summed over components, shape (N,).
@@ -39,6 +106,12 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, d, im
     posterior is improper get ``improper[i] = True`` and a KL of 0.
     """
     n, k_count = q.shape
+    dim = int(d)
+    lgamma_half_dof = np.empty(k_count)
+    lgamma_half_dof_minus_half = np.empty(k_count)
+    for k in range(k_count):
+        lgamma_half_dof[k] = math.lgamma(0.5 * dof[k])
+        lgamma_half_dof_minus_half[k] = math.lgamma(0.5 * dof[k] - 0.5)
     out = np.zeros(n)
     for i in prange(n):
         total = 0.0
@@ -61,7 +134,8 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, d, im
             # KL between the Wishart marginals, written with
             # ln|W'^-1 W| = ln(1 - c q) and tr(W'^-1 W) = D - c q.
             kl_wishart = (-0.5 * nu_new * math.log(one_minus) - 0.5 * nu * c * q[i, k]
-                          + _multi_lgamma(0.5 * nu_new, d) - _multi_lgamma(0.5 * nu, d)
+                          + _multi_lgamma_downdate(0.5 * nu, 0.5 * r, dim, lgamma_half_dof[k],
+                                                   lgamma_half_dof_minus_half[k])
                           + 0.5 * r * multi_digamma_half_dof[k])
             # E over Lambda of KL between the conditional Gaussians of mu;
             # (m - m')^T W (m - m') = r^2 q / beta'^2.
@@ -104,6 +178,10 @@ def dirichlet_downdate_kl(alpha, resp, expected_log, improper):
     return out
 
 
+#: Rows per block in kernels that need a per-row scratch array of length K.
+BLOCK_ROWS = 1024
+
+
 @njit(cache=True, parallel=True)
 def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, improper):
     """log p(x_i | data without i) under the divided posterior, shape (N,).
@@ -115,37 +193,66 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
     (beta / beta')^2 q / (1 - c q).
     """
     n, k_count = q.shape
+    dim = int(d)
+    log_norm_const = -0.5 * d * math.log(math.pi)
     total_alpha = 0.0
     for k in range(k_count):
         total_alpha += alpha[k]
     out = np.zeros(n)
-    terms = np.empty((n, k_count))
+    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for block in prange(n_blocks):
+        terms = np.empty(k_count)
+        for i in range(block * BLOCK_ROWS, min(n, (block + 1) * BLOCK_ROWS)):
+            if improper[i]:
+                continue
+            removed = 0.0
+            top = -np.inf
+            for k in range(k_count):
+                r = resp[i, k]
+                removed += r
+                b_new = beta[k] - r
+                nu_new = dof[k] - r
+                c = beta[k] * r / b_new
+                one_minus = 1.0 - c * q[i, k]
+                t_dof = nu_new + 1.0 - d
+                ratio = beta[k] / b_new
+                mahal_w = ratio * ratio * q[i, k] / one_minus
+                precision_scale = t_dof * b_new / (1.0 + b_new)
+                logdet = d * math.log(precision_scale) + logdet_scale[k] - math.log(one_minus)
+                delta2 = precision_scale * mahal_w
+                # ln Gamma((t + D) / 2) - ln Gamma(t / 2) - (D / 2) ln(t pi)
+                log_t = (_lgamma_half_shift(0.5 * t_dof, dim) + log_norm_const
+                         - 0.5 * d * math.log(t_dof) + 0.5 * logdet
+                         - 0.5 * (t_dof + d) * math.log1p(delta2 / t_dof))
+                terms[k] = math.log(alpha[k] - r) + log_t
+                if terms[k] > top:
+                    top = terms[k]
+            acc = 0.0
+            for k in range(k_count):
+                acc += math.exp(terms[k] - top)
+            out[i] = top + math.log(acc) - math.log(total_alpha - removed)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def mean_shift_norm(q, resp, beta, dof):
+    """max_k of sqrt(nu_k (r_ik / (beta_k - r_ik))^2 q_ik), shape (N,).
+
+    This is the largest length, under E[Lambda_k] = nu_k W_k, of the shift
+    -r u / (beta - r) of a component's posterior mean when site i is removed.
+    """
+    n, k_count = q.shape
+    out = np.empty(n)
     for i in prange(n):
-        if improper[i]:
-            continue
-        removed = 0.0
         top = -np.inf
+        has_nan = False
         for k in range(k_count):
-            r = resp[i, k]
-            removed += r
-            b_new = beta[k] - r
-            nu_new = dof[k] - r
-            c = beta[k] * r / b_new
-            one_minus = 1.0 - c * q[i, k]
-            t_dof = nu_new + 1.0 - d
-            ratio = beta[k] / b_new
-            mahal_w = ratio * ratio * q[i, k] / one_minus
-            precision_scale = t_dof * b_new / (1.0 + b_new)
-            logdet = d * math.log(precision_scale) + logdet_scale[k] - math.log(one_minus)
-            delta2 = precision_scale * mahal_w
-            log_t = (math.lgamma(0.5 * (t_dof + d)) - math.lgamma(0.5 * t_dof)
-                     - 0.5 * d * math.log(t_dof * math.pi) + 0.5 * logdet
-                     - 0.5 * (t_dof + d) * math.log1p(delta2 / t_dof))
-            terms[i, k] = math.log(alpha[k] - r) + log_t
-            if terms[i, k] > top:
-                top = terms[i, k]
-        acc = 0.0
-        for k in range(k_count):
-            acc += math.exp(terms[i, k] - top)
-        out[i] = top + math.log(acc) - math.log(total_alpha - removed)
+            ratio = resp[i, k] / (beta[k] - resp[i, k])
+            value = math.sqrt(dof[k] * (ratio * ratio) * q[i, k])
+            if value != value:
+                has_nan = True
+            elif value > top:
+                top = value
+        # numpy's max propagates NaN, and so does this kernel.
+        out[i] = np.nan if has_nan else top
     return out

@@ -20,25 +20,68 @@ CHUNK_ROWS = 4096
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
+#: Rows per block in the quadratic-form kernels: the inner loops run along
+#: the rows of a block so that the compiler can vectorise them.
+BLOCK_ROWS = 256
+
+
+@njit(cache=True)
+def _upper_factors(scale_chol):
+    """Transposes L_k to U_k = L_k^T so that rows of U_k are contiguous."""
+    k_count, d, _ = scale_chol.shape
+    upper = np.zeros((k_count, d, d))
+    for k in range(k_count):
+        for a in range(d):
+            for b in range(a + 1):
+                upper[k, b, a] = scale_chol[k, a, b]
+    return upper
+
+
+@njit(cache=True)
+def _block_quadratic_forms(X, start, stop, means, upper, k, diff_t, proj, total):
+    """Set total[j] = ||U_k (x_{start+j} - m_k)||^2 for the rows of one block.
+
+    ``diff_t`` (D, BLOCK_ROWS), ``proj`` and ``total`` (BLOCK_ROWS,) are
+    scratch arrays owned by the caller. For each row the terms are added in
+    the same order as a row-by-row loop (a ascending within b, b ascending).
+    """
+    d = X.shape[1]
+    rows = stop - start
+    for a in range(d):
+        centre = means[k, a]
+        for j in range(rows):
+            diff_t[a, j] = X[start + j, a] - centre
+    for j in range(rows):
+        total[j] = 0.0
+    for b in range(d):
+        for j in range(rows):
+            proj[j] = 0.0
+        for a in range(b, d):
+            coefficient = upper[k, b, a]
+            for j in range(rows):
+                proj[j] += coefficient * diff_t[a, j]
+        for j in range(rows):
+            total[j] += proj[j] * proj[j]
+
+
 @njit(cache=True, parallel=True)
 def quadratic_forms(X, means, scale_chol):
     """q_ik = (x_i - m_k)^T W_k (x_i - m_k) = ||L_k^T (x_i - m_k)||^2, shape (N, K)."""
     n, d = X.shape
     k_count = means.shape[0]
+    upper = _upper_factors(scale_chol)
     out = np.empty((n, k_count))
-    for i in prange(n):
-        diff = np.empty(d)
+    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for block in prange(n_blocks):
+        start = block * BLOCK_ROWS
+        stop = min(n, start + BLOCK_ROWS)
+        diff_t = np.empty((d, BLOCK_ROWS))
+        proj = np.empty(BLOCK_ROWS)
+        total = np.empty(BLOCK_ROWS)
         for k in range(k_count):
-            for a in range(d):
-                diff[a] = X[i, a] - means[k, a]
-            total = 0.0
-            # (L^T u)_b = sum_{a >= b} L[a, b] u[a]
-            for b in range(d):
-                acc = 0.0
-                for a in range(b, d):
-                    acc += scale_chol[k, a, b] * diff[a]
-                total += acc * acc
-            out[i, k] = total
+            _block_quadratic_forms(X, start, stop, means, upper, k, diff_t, proj, total)
+            for j in range(stop - start):
+                out[start + j, k] = total[j]
     return out
 
 
@@ -50,19 +93,31 @@ def gaussian_expected_loglik(X, means, scale_chol, beta, dof, expected_logdet):
     """
     n, d = X.shape
     k_count = means.shape[0]
+    upper = _upper_factors(scale_chol)
+    out = np.empty((n, k_count))
+    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for block in prange(n_blocks):
+        start = block * BLOCK_ROWS
+        stop = min(n, start + BLOCK_ROWS)
+        diff_t = np.empty((d, BLOCK_ROWS))
+        proj = np.empty(BLOCK_ROWS)
+        total = np.empty(BLOCK_ROWS)
+        for k in range(k_count):
+            _block_quadratic_forms(X, start, stop, means, upper, k, diff_t, proj, total)
+            for j in range(stop - start):
+                out[start + j, k] = 0.5 * (expected_logdet[k] - d * _LOG_2PI - d / beta[k]
+                                           - dof[k] * total[j])
+    return out
+
+
+@njit(cache=True, parallel=True)
+def expected_loglik_from_quadratic_forms(q, beta, dof, expected_logdet, d):
+    """``gaussian_expected_loglik`` from precomputed q_ik, shape (N, K); ``d`` is D as a float."""
+    n, k_count = q.shape
     out = np.empty((n, k_count))
     for i in prange(n):
-        diff = np.empty(d)
         for k in range(k_count):
-            for a in range(d):
-                diff[a] = X[i, a] - means[k, a]
-            quad = 0.0
-            for b in range(d):
-                acc = 0.0
-                for a in range(b, d):
-                    acc += scale_chol[k, a, b] * diff[a]
-                quad += acc * acc
-            out[i, k] = 0.5 * (expected_logdet[k] - d * _LOG_2PI - d / beta[k] - dof[k] * quad)
+            out[i, k] = 0.5 * (expected_logdet[k] - d * _LOG_2PI - d / beta[k] - dof[k] * q[i, k])
     return out
 
 
@@ -97,16 +152,24 @@ def weighted_gaussian_stats(X, resp):
     part_sums = np.zeros((n_chunks, k_count, d))
     part_outer = np.zeros((n_chunks, k_count, d, d))
     for c in prange(n_chunks):
+        # Thread-private accumulators: writing the shared partial arrays row
+        # by row made two threads slower than one.
+        chunk_counts = np.zeros(k_count)
+        chunk_sums = np.zeros((k_count, d))
+        chunk_outer = np.zeros((k_count, d, d))
         stop = min(n, (c + 1) * CHUNK_ROWS)
         for i in range(c * CHUNK_ROWS, stop):
             for k in range(k_count):
                 r = resp[i, k]
-                part_counts[c, k] += r
+                chunk_counts[k] += r
                 for a in range(d):
                     rx = r * X[i, a]
-                    part_sums[c, k, a] += rx
+                    chunk_sums[k, a] += rx
                     for b in range(a + 1):
-                        part_outer[c, k, a, b] += rx * X[i, b]
+                        chunk_outer[k, a, b] += rx * X[i, b]
+        part_counts[c] = chunk_counts
+        part_sums[c] = chunk_sums
+        part_outer[c] = chunk_outer
     counts = np.zeros(k_count)
     sums = np.zeros((k_count, d))
     outer = np.zeros((k_count, d, d))

@@ -1,0 +1,267 @@
+"""Numba kernels against plain numpy/scipy references, and across thread counts."""
+
+import math
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.special import gammaln, logsumexp, multigammaln, psi
+from scipy.stats import multivariate_t
+
+from fg_influence.families._linalg import multivariate_digamma
+from fg_influence.kernels import loo as loo_kernels
+from fg_influence.kernels import mixture as mixture_kernels
+
+# Relative tolerance between a kernel and its numpy reference: both sum the
+# same O(D^2) float64 terms in different orders, so they differ by a few
+# hundred ulps at most.
+RTOL = 1e-11
+
+
+def random_problem(rng, n, dim, k):
+    """Data, responsibilities and a Normal-Wishart posterior like a fitted one (beta, nu ~ N / K)."""
+    X = rng.normal(size=(n, dim)) * rng.uniform(0.5, 3.0, size=dim)
+    resp = rng.dirichlet(np.full(k, 0.3), size=n)
+    means = rng.normal(size=(k, dim))
+    factors = rng.normal(size=(k, dim, dim)) / dim
+    precision = factors @ np.swapaxes(factors, 1, 2) + np.eye(dim) * rng.uniform(0.05, 0.5, size=(k, 1, 1))
+    counts = resp.sum(axis=0)
+    beta = counts + 1.0
+    dof = counts + dim + rng.uniform(0.0, 2.0, size=k)
+    alpha = counts + 0.1
+    # W = E[Lambda] / nu, as in a fitted posterior.
+    scale = precision / dof[:, None, None]
+    return X, resp, means, scale, np.linalg.cholesky(scale), beta, dof, alpha
+
+
+def reference_quadratic_forms(X, means, scale):
+    diff = X[:, None, :] - means[None, :, :]
+    return np.einsum("nka,kab,nkb->nk", diff, scale, diff)
+
+
+def nw_kl_reference(q, resp, beta, dof, dim):
+    """KL(q || q without the site) from the Wishart and Gaussian KL formulas, with scipy's multigammaln."""
+    n, k = q.shape
+    out = np.zeros(n)
+    improper = np.zeros(n, dtype=bool)
+    for i in range(n):
+        for j in range(k):
+            r = resp[i, j]
+            if r == 0.0:
+                continue
+            b, nu = beta[j], dof[j]
+            b_new, nu_new = b - r, nu - r
+            c = b * r / b_new
+            one_minus = 1.0 - c * q[i, j]
+            if b_new <= 0 or nu_new <= dim - 1 or one_minus <= 0:
+                improper[i] = True
+                continue
+            kl_wishart = (-0.5 * nu_new * math.log(one_minus) - 0.5 * nu * c * q[i, j]
+                          + multigammaln(0.5 * nu_new, dim) - multigammaln(0.5 * nu, dim)
+                          + 0.5 * r * multivariate_digamma(0.5 * nu, dim))
+            kl_mean = 0.5 * (dim * b_new / b - dim - dim * math.log(b_new / b) + nu * r * r * q[i, j] / b_new)
+            out[i] += kl_wishart + kl_mean
+    return out, improper
+
+
+def test_quadratic_forms_match_numpy():
+    rng = np.random.default_rng(11)
+    for dim in (1, 3, 10):
+        X, _, means, scale, chol, *_ = random_problem(rng, 700, dim, 4)
+        expected = reference_quadratic_forms(X, means, scale)
+        np.testing.assert_allclose(mixture_kernels.quadratic_forms(X, means, chol), expected, rtol=RTOL)
+
+
+def test_expected_loglik_matches_formula():
+    rng = np.random.default_rng(12)
+    dim = 4
+    X, _, means, scale, chol, beta, dof, _ = random_problem(rng, 500, dim, 3)
+    expected_logdet = rng.normal(size=3)
+    q = reference_quadratic_forms(X, means, scale)
+    expected = 0.5 * (expected_logdet - dim * math.log(2 * math.pi) - dim / beta - dof * q)
+    fused = mixture_kernels.gaussian_expected_loglik(X, means, chol, beta, dof, expected_logdet)
+    from_q = mixture_kernels.expected_loglik_from_quadratic_forms(q, beta, dof, expected_logdet, float(dim))
+    np.testing.assert_allclose(fused, expected, rtol=RTOL)
+    np.testing.assert_allclose(from_q, expected, rtol=RTOL)
+
+
+def test_normalize_log_resp_matches_scipy():
+    rng = np.random.default_rng(13)
+    logits = rng.normal(scale=30.0, size=(400, 6))
+    resp, log_norm = mixture_kernels.normalize_log_resp(logits)
+    expected_norm = logsumexp(logits, axis=1)
+    np.testing.assert_allclose(log_norm, expected_norm, rtol=RTOL)
+    # Responsibilities near 1 are compared absolutely: exp of a value near 0.
+    np.testing.assert_allclose(resp, np.exp(logits - expected_norm[:, None]), rtol=RTOL, atol=1e-15)
+
+
+def test_weighted_stats_match_einsum():
+    rng = np.random.default_rng(14)
+    # More rows than one chunk so that the chunk reduction is exercised.
+    X, resp, *_ = random_problem(rng, 2 * mixture_kernels.CHUNK_ROWS + 123, 5, 3)
+    counts, sums, outer = mixture_kernels.weighted_gaussian_stats(X, resp)
+    np.testing.assert_allclose(counts, resp.sum(axis=0), rtol=RTOL)
+    np.testing.assert_allclose(sums, resp.T @ X, rtol=RTOL)
+    np.testing.assert_allclose(outer, np.einsum("nk,na,nb->kab", resp, X, X), rtol=RTOL)
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), dim=st.integers(1, 12))
+def test_multi_lgamma_downdate_matches_multigammaln(seed, dim):
+    rng = np.random.default_rng(seed)
+    # a - h ranges from just above (D - 1) / 2 (the direct branch) to large values (the recursion).
+    a = 0.5 * (dim - 1) + 0.5 + rng.choice([rng.uniform(0.0, 2.0), rng.uniform(2.0, 50.0), 1e4])
+    h = rng.uniform(0.0, 0.5)
+    expected = multigammaln(a - h, dim) - multigammaln(a, dim)
+    value = loo_kernels._multi_lgamma_downdate(a, h, dim, gammaln(a), gammaln(a - 0.5))
+    # Both sides cancel terms of size up to D |ln Gamma(a)|; relative to that scale they agree
+    # to about 1e-14, and absolute differences of 1e-12 cover a = 1e4 with D = 12.
+    scale = max(1.0, dim * abs(gammaln(a)))
+    assert abs(value - expected) <= 1e-13 * scale
+
+
+@pytest.mark.parametrize("dim", [1, 2, 5, 7])
+def test_lgamma_half_shift_matches_gammaln(dim):
+    for x in (0.3, 1.7, 12.5, 4e5):
+        expected = gammaln(x + 0.5 * dim) - gammaln(x)
+        value = loo_kernels._lgamma_half_shift(x, dim)
+        # The product form and scipy's two lgammas agree to rounding of the larger lgamma.
+        assert value == pytest.approx(expected, rel=1e-12, abs=1e-12 * abs(gammaln(x + 0.5 * dim)))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 6])
+def test_normal_wishart_kl_matches_reference(dim):
+    rng = np.random.default_rng(20 + dim)
+    X, resp, means, scale, chol, beta, dof, _ = random_problem(rng, 300, dim, 3)
+    q = reference_quadratic_forms(X, means, scale)
+    expected, expected_improper = nw_kl_reference(q, resp, beta, dof, dim)
+    improper = np.zeros(len(q), dtype=bool)
+    value = loo_kernels.normal_wishart_downdate_kl(
+        q, resp, beta, dof, multivariate_digamma(0.5 * dof, dim), float(dim), improper)
+    np.testing.assert_array_equal(improper, expected_improper)
+    # The KL is a sum of terms of size ~ |ln Gamma_D(nu / 2)| that cancel, so
+    # the error is relative to that size, not to the (small) KL.
+    atol = 1e-13 * dim * np.abs(gammaln(0.5 * dof)).max()
+    np.testing.assert_allclose(value, expected, rtol=1e-9, atol=atol)
+
+
+def test_normal_wishart_kl_flags_improper_sites():
+    rng = np.random.default_rng(30)
+    X, resp, means, scale, chol, beta, dof, _ = random_problem(rng, 50, 2, 2)
+    beta = beta.copy()
+    beta[0] = resp[:, 0].max() * 0.999  # removing the heaviest site leaves beta' < 0
+    q = reference_quadratic_forms(X, means, scale)
+    improper = np.zeros(50, dtype=bool)
+    value = loo_kernels.normal_wishart_downdate_kl(
+        q, resp, beta, dof, multivariate_digamma(0.5 * dof, 2), 2.0, improper)
+    heaviest = int(np.argmax(resp[:, 0]))
+    assert improper[heaviest]
+    assert np.all(np.isfinite(value))
+
+
+def test_dirichlet_kl_matches_scipy():
+    rng = np.random.default_rng(31)
+    _, resp, *_, alpha = random_problem(rng, 200, 2, 4)
+    expected_log = psi(alpha) - psi(alpha.sum())
+    improper = np.zeros(200, dtype=bool)
+    value = loo_kernels.dirichlet_downdate_kl(alpha, resp, expected_log, improper)
+    new = alpha - resp
+    expected = (gammaln(alpha.sum()) - gammaln(new.sum(axis=1)) - gammaln(alpha).sum()
+                + gammaln(new).sum(axis=1) + resp @ expected_log)
+    assert not improper.any()
+    # Cancellation of lgamma(sum alpha) ~ N ln N terms sets the absolute scale.
+    np.testing.assert_allclose(value, expected, rtol=1e-9, atol=1e-13 * gammaln(alpha.sum()))
+
+
+@pytest.mark.parametrize("dim", [1, 2, 4])
+def test_loo_log_predictive_matches_student_t(dim):
+    rng = np.random.default_rng(40 + dim)
+    k = 3
+    X, resp, means, scale, chol, beta, dof, alpha = random_problem(rng, 40, dim, k)
+    q = reference_quadratic_forms(X, means, scale)
+    improper = np.zeros(40, dtype=bool)
+    loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, multivariate_digamma(0.5 * dof, dim),
+                                           float(dim), improper)
+    assert improper.sum() < 10
+    logdet_scale = np.linalg.slogdet(scale)[1]
+    value = loo_kernels.mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, float(dim), improper)
+    assert np.all(value[improper] == 0.0)
+    for i in np.flatnonzero(~improper):
+        # The divided posterior built explicitly, then scipy's multivariate t.
+        x, r = X[i], resp[i]
+        densities = []
+        for j in range(k):
+            b_new, nu_new = beta[j] - r[j], dof[j] - r[j]
+            m_new = (beta[j] * means[j] - r[j] * x) / b_new
+            u = x - means[j]
+            c = beta[j] * r[j] / b_new
+            scale_new = np.linalg.inv(np.linalg.inv(scale[j]) - c * np.outer(u, u))
+            t_dof = nu_new + 1 - dim
+            precision = t_dof * b_new / (1 + b_new) * scale_new
+            log_t = multivariate_t(m_new, np.linalg.inv(precision), df=t_dof).logpdf(x)
+            densities.append(math.log((alpha[j] - r[j]) / (alpha - r).sum()) + log_t)
+        # Explicit inverses lose about cond(W') ulps; 1e-9 covers the conditioning here.
+        assert value[i] == pytest.approx(logsumexp(densities), rel=1e-9, abs=1e-9)
+
+
+def test_mean_shift_norm_matches_numpy():
+    rng = np.random.default_rng(50)
+    X, resp, means, scale, chol, beta, dof, _ = random_problem(rng, 500, 3, 4)
+    q = reference_quadratic_forms(X, means, scale)
+    ratio = resp / (beta - resp)
+    expected = np.sqrt(dof * ratio**2 * q).max(axis=1)
+    np.testing.assert_allclose(loo_kernels.mean_shift_norm(q, resp, beta, dof), expected, rtol=RTOL)
+
+
+def test_mean_shift_norm_propagates_nan():
+    q = np.array([[1.0, np.nan], [1.0, 2.0]])
+    resp = np.array([[0.5, 0.5], [0.5, 0.5]])
+    value = loo_kernels.mean_shift_norm(q, resp, np.array([5.0, 5.0]), np.array([3.0, 3.0]))
+    assert np.isnan(value[0])
+    assert np.isfinite(value[1])
+
+
+# Thread-count independence: every parallel kernel splits rows into blocks
+# of fixed size and reduces block results in block order, so its output
+# should not change with the number of threads.
+
+def _all_kernel_outputs(rng):
+    n, dim, k = 3 * mixture_kernels.CHUNK_ROWS + 77, 6, 5
+    X, resp, means, scale, chol, beta, dof, alpha = random_problem(rng, n, dim, k)
+    q = mixture_kernels.quadratic_forms(X, means, chol)
+    logdet = np.linalg.slogdet(scale)[1]
+    digamma = multivariate_digamma(0.5 * dof, dim)
+    improper = np.zeros(n, dtype=bool)
+    outputs = {
+        "quadratic_forms": q,
+        "expected_loglik": mixture_kernels.gaussian_expected_loglik(X, means, chol, beta, dof, logdet),
+        "normalize_log_resp": mixture_kernels.normalize_log_resp(np.log(resp))[0],
+        "nw_kl": loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, digamma, float(dim), improper),
+        "dirichlet_kl": loo_kernels.dirichlet_downdate_kl(alpha, resp, psi(alpha) - psi(alpha.sum()), improper),
+        "log_predictive": loo_kernels.mixture_loo_log_predictive(q, resp, beta, dof, logdet, alpha, float(dim),
+                                                                 improper),
+        "mean_shift_norm": loo_kernels.mean_shift_norm(q, resp, beta, dof),
+    }
+    for name, value in zip(("counts", "sums", "outer"), mixture_kernels.weighted_gaussian_stats(X, resp)):
+        outputs[name] = value
+    return outputs
+
+
+def test_kernels_agree_across_thread_counts():
+    available = numba.config.NUMBA_NUM_THREADS
+    previous = numba.get_num_threads()
+    results = {}
+    try:
+        for threads in sorted({1, 2, available} & set(range(1, available + 1))):
+            numba.set_num_threads(threads)
+            results[threads] = _all_kernel_outputs(np.random.default_rng(60))
+    finally:
+        numba.set_num_threads(previous)
+    reference = results[1]
+    for threads, outputs in results.items():
+        for name, value in outputs.items():
+            # Required to 1e-12 relative; the fixed block order makes them equal in practice.
+            np.testing.assert_allclose(value, reference[name], rtol=1e-12, atol=0,
+                                       err_msg=f"{name} with {threads} threads")
