@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import compare, demo, factor_analysis, gmm, hierarchical, hmm
+from . import compare, demo, factor_analysis, gmm, hierarchical, hmm, lda
 
-SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis, compare)
+SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis, lda, compare)
 
 
 def build_parser() -> argparse.ArgumentParser:

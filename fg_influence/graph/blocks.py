@@ -94,33 +94,49 @@ class RaggedObservedVariable(ObservedVariable):
 class BlockState:
     """Posterior state of a block: named arrays with the site axis first.
 
-    Indexing with a boolean mask or integer positions keeps those sites,
-    which is how refits warm-start from the fitted blocks of the remaining
-    sites.
+    ``ragged`` arrays have one row per observed row instead (such as a
+    document's word assignments), and site i owns rows
+    ``offsets[i]:offsets[i + 1]`` of each. Indexing with a boolean mask or
+    integer positions keeps those sites, which is how refits warm-start from
+    the fitted blocks of the remaining sites.
     """
 
-    def __init__(self, arrays: dict[str, np.ndarray]):
+    def __init__(self, arrays: dict[str, np.ndarray], ragged: dict[str, np.ndarray] | None = None,
+                 offsets: np.ndarray | None = None):
         sizes = {np.shape(value)[0] for value in arrays.values()}
         if len(sizes) != 1:
             raise ValueError(f"block arrays must share the site axis, got leading sizes {sorted(sizes)}")
+        if ragged and offsets is None:
+            raise ValueError("ragged block arrays need the offsets of their sites")
         self.arrays = arrays
+        self.ragged = dict(ragged or {})
+        self.offsets = offsets
 
     @property
     def n_sites(self) -> int:
         return next(iter(self.arrays.values())).shape[0]
 
     def __getitem__(self, sites) -> "BlockState":
-        return BlockState({key: np.asarray(value)[sites] for key, value in self.arrays.items()})
+        positions = np.arange(self.n_sites)[sites]
+        arrays = {key: np.asarray(value)[positions] for key, value in self.arrays.items()}
+        if not self.ragged:
+            return BlockState(arrays)
+        lengths = np.diff(self.offsets)[positions]
+        rows = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in positions]) \
+            if positions.size else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        return BlockState(arrays, {key: value[rows] for key, value in self.ragged.items()}, offsets)
 
     def __getattr__(self, key):
         # Only called for names that are not regular attributes.
-        arrays = self.__dict__.get("arrays", {})
-        if key in arrays:
-            return arrays[key]
-        raise AttributeError(f"block state has no array {key!r}; it has {sorted(arrays)}")
+        for store in (self.__dict__.get("arrays", {}), self.__dict__.get("ragged", {})):
+            if key in store:
+                return store[key]
+        known = sorted(self.__dict__.get("arrays", {})) + sorted(self.__dict__.get("ragged", {}))
+        raise AttributeError(f"block state has no array {key!r}; it has {known}")
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}={np.shape(v)}" for k, v in self.arrays.items())
+        shapes = ", ".join(f"{k}={np.shape(v)}" for k, v in {**self.arrays, **self.ragged}.items())
         return f"BlockState({shapes})"
 
 
