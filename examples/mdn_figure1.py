@@ -1,8 +1,8 @@
 """Influence function against EM-influence for a mixture density network.
 
-A mixture density network (one hidden layer of 10 tanh units; 3 mixing
-proportions by softmax, 3 means, 3 standard deviations by exp) is trained
-by Adam (learning rate 1e-2, weight decay 1e-3, full-batch epochs) on
+The mixture density network has one hidden layer of 10 tanh units and
+heads for 3 mixing proportions (softmax), 3 means and 3 standard deviations
+(exp). Full-batch Adam (learning rate 1e-2, weight decay 1e-3) trains it on
 Bishop's (1994) inverse-problem toy data. For every training point it
 computes the Newton influence function H^-1 grad l_i with the exact Hessian
 H, EM-influence H_complete^-1 grad l_i, and EM-influence with the missing
@@ -292,7 +292,16 @@ def main(argv: list[str]) -> None:
         print(f"saved {args.output}")
 
 
+def _run_as_script() -> bool:
+    """True when this file is the program Python was started with (``sys.orig_argv``, Python 3.10+).
+
+    runpy, which the docs tests use, sets sys.argv[0] to this file but leaves
+    the caller's other arguments in place, so sys.argv alone cannot tell.
+    """
+    this_file = Path(__file__).resolve()
+    return any(Path(argument).resolve() == this_file for argument in sys.orig_argv[1:]
+               if not argument.startswith("-"))
+
+
 if __name__ == "__main__":
-    # runpy (as the docs tests use) leaves the caller's sys.argv in place, so
-    # arguments are read only when this file is the program being run.
-    main(sys.argv[1:] if Path(sys.argv[0]).resolve() == Path(__file__).resolve() else [])
+    main(sys.argv[1:] if _run_as_script() else [])

@@ -7,7 +7,8 @@ computed from exact refits:
   refit without the site;
 * EM-influence and the influence function: d^T H d, the squared length of
   the estimated parameter change d in the metric of the exact Hessian H at
-  the MAP, against the same quantity for the change of the exact EM refit.
+  the MAP. It is compared with the same quantity for the change of the
+  exact EM refit.
   For the influence function d^T H d equals the Cook's-distance-style
   scalar grad l_i^T H^-1 grad l_i.
 """

@@ -40,7 +40,7 @@ class MapFit:
 
 
 def m_step(X: np.ndarray, resp: np.ndarray, prior: MixturePrior) -> MixtureParameters:
-    """The MAP parameters given responsibilities (the M-step).
+    """Compute the MAP parameters given responsibilities (the M-step).
 
     pi_k = (N_k + alpha0 - 1) / (N + K alpha0 - K),
     mu_k = (beta0 m0 + sum_i gamma_ik x_i) / (beta0 + N_k),

@@ -2,8 +2,9 @@
 
 Each test draws a small random Gaussian mixture problem. The variational
 tests fit CAVI and compare its divided posterior with the EM formulas at
-the same responsibilities; the Hessian tests use random parameters (the
-missing-information identity holds at every theta) or a MAP fitted by EM.
+the same responsibilities. The Hessian tests use random parameters, since
+the missing-information identity is true at every theta, or a MAP fitted
+by EM.
 """
 
 import numpy as np
