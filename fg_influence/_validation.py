@@ -1,7 +1,7 @@
 """Input checks shared by every public entry point.
 
 Each check raises ValueError or TypeError with a message that names the
-argument, states the rule, shows the value received and says how to fix it.
+argument, states the rule, shows the value received and suggests a fix.
 Checked arrays are returned as new float64 arrays, so callers' arrays are
 never modified.
 """
@@ -23,6 +23,28 @@ def as_float_array(value, name: str, *, ndim: int | tuple[int, ...] | None = Non
     """Copy ``value`` to a finite float64 array, checking its dimensionality."""
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{name} must be a numeric array, got a string {value!r}")
+    try:
+        # NumPy parses strings such as "1.5" when casting to float64, so text
+        # must be caught before the cast instead of being silently converted.
+        dtype_kind = np.asarray(value).dtype.kind
+    except (TypeError, ValueError):
+        dtype_kind = None
+    if dtype_kind in ("U", "S"):
+        raise TypeError(
+            f"{name} must be a numeric array, got an array of strings; convert the values to "
+            f"numbers first"
+        )
+    if dtype_kind == "c":
+        # Casting complex to float64 only warns and drops the imaginary part.
+        raise TypeError(
+            f"{name} must be a real numeric array, got complex values; pass numpy.real(...) "
+            f"if the imaginary part is meant to be dropped"
+        )
+    if dtype_kind == "O" and any(isinstance(item, (str, bytes)) for item in np.asarray(value).flat):
+        raise TypeError(
+            f"{name} must be a numeric array, got an object array containing strings; convert "
+            f"the values to numbers first"
+        )
     try:
         array = np.array(value, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as error:
@@ -142,3 +164,40 @@ def check_site_indices(sites, n_sites: int, name: str = "sites") -> np.ndarray:
             f"out only once; repeated: {unique[counts > 1][:5].tolist()}"
         )
     return array
+
+
+def row_labels_of(value) -> list | None:
+    """Row labels of a pandas DataFrame or Series (its index), or None for other inputs.
+
+    Detected by duck typing, so pandas is not imported.
+    """
+    index = getattr(value, "index", None)
+    if index is None or not hasattr(value, "to_numpy") or not hasattr(index, "tolist"):
+        return None
+    return index.tolist()
+
+
+def column_names_of(value) -> list[str] | None:
+    """Column names of a pandas DataFrame as strings, or None for other inputs."""
+    columns = getattr(value, "columns", None)
+    if columns is None or not hasattr(value, "to_numpy") or not hasattr(columns, "tolist"):
+        return None
+    return [str(column) for column in columns.tolist()]
+
+
+#: Largest magnitude accepted for data whose squares and cross products a model sums.
+#: float64 overflows above about 1.8e308, so squares of values up to 1e100 summed
+#: over many rows stay finite with a wide margin.
+MAX_DATA_MAGNITUDE = 1e100
+
+
+def check_magnitude(array: np.ndarray, name: str, limit: float = MAX_DATA_MAGNITUDE) -> None:
+    """Raise ValueError if a finite array has an entry larger than ``limit`` in magnitude."""
+    if array.size and np.max(np.abs(array)) > limit:
+        bad = np.unravel_index(np.argmax(np.abs(array)), array.shape)
+        raise ValueError(
+            f"{name} must have entries of magnitude at most {limit:g}, because the model sums "
+            f"their squares in float64; found {array[bad]:g} at index "
+            f"{tuple(int(i) for i in bad)}. Rescale the data, for example divide by its "
+            f"standard deviation"
+        )

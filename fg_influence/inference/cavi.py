@@ -20,6 +20,7 @@ from ..graph import FactorGraph, blocks
 from ..graph.nodes import ObservedVariable
 from ..kernels.mixture import normalize_log_resp
 from .posterior import Posterior
+from .threads import check_n_jobs, numba_threads
 
 INIT_METHODS = ("kmeans", "random")
 
@@ -113,8 +114,10 @@ def initial_responsibilities(graph: FactorGraph, name: str, method: str,
             for child in factor.children()
             if isinstance(graph.variables[child], ObservedVariable)
         ]
-        if observed:
-            X = np.hstack([variable.data for variable in observed])
+        X = np.hstack([variable.data for variable in observed]) if observed else None
+        # k-means++ divides by zero when there are fewer distinct rows than
+        # clusters, so such data start from random responsibilities instead.
+        if X is not None and np.unique(X, axis=0).shape[0] >= n_categories:
             scale = X.std(axis=0)
             scale[scale == 0] = 1.0
             with warnings.catch_warnings():
@@ -155,7 +158,7 @@ def _run(state: Posterior, tol: float, max_iter: int) -> Posterior:
 
 def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_init: int = 1,
              init: str = "kmeans", init_locals: dict[str, np.ndarray] | None = None,
-             random_state=None, warn: bool = True) -> Posterior:
+             random_state=None, warn: bool = True, n_jobs: int | None = None) -> Posterior:
     """Fit a mean-field posterior to ``graph`` by CAVI and return the best of ``n_init`` runs.
 
     Parameters
@@ -178,6 +181,10 @@ def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_i
         Seed for the starting points; an integer makes the fit reproducible.
     warn : bool
         Raise a ConvergenceWarning when the best run did not converge.
+    n_jobs : int, optional
+        Threads for the Numba kernels during the fit; None uses all
+        NUMBA_NUM_THREADS. The previous count is restored afterwards, and
+        the result does not depend on it.
 
     Returns
     -------
@@ -192,6 +199,7 @@ def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_i
     if init not in INIT_METHODS:
         raise ValueError(f"init must be one of {INIT_METHODS}, got {init!r}")
     rng = check_random_state(random_state)
+    check_n_jobs(n_jobs)
     local_names, _ = graph.schedule()
     data = {v.name: v.data for v in graph.variables_of_role("observed")}
 
@@ -208,7 +216,8 @@ def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_i
                 locals_[name] = blocks.check_init_block(graph, name, init_locals[name])
             else:
                 locals_[name] = blocks.initial_block(graph, name, data, locals_, rng)
-        state = _run(Posterior(graph, {}, locals_, data), tol, max_iter)
+        with numba_threads(n_jobs):
+            state = _run(Posterior(graph, {}, locals_, data), tol, max_iter)
         if best is None or state.elbo > best.elbo:
             best = state
 

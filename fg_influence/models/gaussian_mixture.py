@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float_array, check_int, check_real, column_names_of, row_labels_of
+from .._validation import (as_float_array, check_int, check_magnitude, check_real, column_names_of,
+                           row_labels_of)
 from ..families import Dirichlet, NormalWishart
 from ..graph import CategoricalFactor, FactorGraph, GaussianMixtureFactor
 from ..inference import fit_cavi
+from ..inference.threads import numba_threads
 from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
 
@@ -49,6 +51,9 @@ class GaussianMixture:
     init_params : {"kmeans", "random"}, default "kmeans"
     random_state : None, int or numpy.random.Generator
         Seed for the starting points.
+    n_jobs : int, optional
+        Threads for the Numba kernels in ``fit`` and ``influence``; None uses
+        all NUMBA_NUM_THREADS. Results do not depend on it.
 
     Attributes
     ----------
@@ -75,7 +80,7 @@ class GaussianMixture:
 
     def __init__(self, n_components=1, *, weight_concentration_prior=None, mean_precision_prior=1.0,
                  mean_prior=None, degrees_of_freedom_prior=None, covariance_prior=None, tol=1e-9,
-                 max_iter=1000, n_init=1, init_params="kmeans", random_state=None):
+                 max_iter=1000, n_init=1, init_params="kmeans", random_state=None, n_jobs=None):
         self.n_components = n_components
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
@@ -87,6 +92,7 @@ class GaussianMixture:
         self.n_init = n_init
         self.init_params = init_params
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     # Building the model
 
@@ -100,6 +106,7 @@ class GaussianMixture:
             )
         if X.shape[1] < 1:
             raise ValueError(f"{name} must have at least one column, got shape {X.shape}")
+        check_magnitude(X, name)
         return X
 
     def priors(self, X) -> dict:
@@ -180,10 +187,23 @@ class GaussianMixture:
         """
         graph = self.build_graph(X)
         init_locals = None if init_resp is None else {"assignment": init_resp}
-        posterior = fit_cavi(
-            graph, tol=self.tol, max_iter=self.max_iter, n_init=self.n_init,
-            init=self.init_params, init_locals=init_locals, random_state=self.random_state,
-        )
+        try:
+            posterior = fit_cavi(
+                graph, tol=self.tol, max_iter=self.max_iter, n_init=self.n_init,
+                init=self.init_params, init_locals=init_locals, random_state=self.random_state,
+                n_jobs=self.n_jobs,
+            )
+        except ValueError as error:
+            if "positive definite" not in str(error):
+                raise
+            # The count coordinates W^-1 + beta m m^T cancel catastrophically when the
+            # data sit far from the origin compared with their spread.
+            raise ValueError(
+                f"fitting X failed because a posterior covariance lost positive definiteness "
+                f"({error}). This happens when the columns are far from 0 relative to their "
+                f"spread or differ in scale by many orders of magnitude; centre and scale "
+                f"them first, for example (X - X.mean(axis=0)) / X.std(axis=0)"
+            ) from None
         self._set_posterior(posterior)
         self.row_labels_ = row_labels_of(X)
         self.feature_names_in_ = column_names_of(X)
@@ -217,6 +237,7 @@ class GaussianMixture:
         d = self.means_.shape[1]
         if X.shape[1] != d:
             raise ValueError(f"X must have {d} columns like the training data, got shape {X.shape}")
+        check_magnitude(X, "X")
         return X
 
     # Prediction
@@ -258,7 +279,10 @@ class GaussianMixture:
         components overlap, at the cost of factorising a G x G matrix).
         """
         self._check_fitted()
-        result = InfluenceResult(self.posterior_, method=method)
+        # NOTE: only the summaries computed here (the KL) use n_jobs; properties
+        # computed later on first access run on the current thread count.
+        with numba_threads(self.n_jobs):
+            result = InfluenceResult(self.posterior_, method=method)
         result.row_labels = getattr(self, "row_labels_", None)
         return result
 
