@@ -1,0 +1,165 @@
+"""Shared reading, printing and JSON output of the linreg, mixture and mixreg subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .._csv import ROW_LABEL_COLUMN, numeric_column, read_csv_table
+from ._mixture_report import progress_bar
+
+
+def add_missing_option(parser) -> None:
+    parser.add_argument("--missing", choices=("raise", "drop"), default="raise",
+                        help="rows with an empty or NA field in a used column: 'raise' stops with an "
+                             "error naming the first such row, 'drop' removes them with a warning that "
+                             "gives their count (default raise)")
+
+
+def split_columns(text: str | None) -> list[str] | None:
+    """Split a comma-separated --columns value; None when the option is absent."""
+    if text is None:
+        return None
+    columns = [name.strip() for name in text.split(",")]
+    if "" in columns:
+        raise ValueError(f"--columns must be comma-separated column names without empty entries, got {text!r}")
+    return columns
+
+
+def header_of(path: Path) -> list[str]:
+    """The header names of a CSV file, for the default column choice."""
+    import csv
+
+    if not Path(path).is_file():
+        raise ValueError(f"CSV file not found: {path}")
+    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
+        header = next(csv.reader(handle), None)
+    if not header:
+        raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
+    return [name.strip() for name in header]
+
+
+def read_columns(path: Path, columns: list[str], missing: str) -> tuple[dict[str, list[str]], list[str]]:
+    """Read columns as text, passing the --missing warning on to stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        table, labels = read_csv_table(path, columns, missing=missing)
+    for warning in caught:
+        print(f"fg-influence: warning: {warning.message}", file=sys.stderr)
+    return table, labels
+
+
+def numeric_matrix(table: dict[str, list[str]], columns: list[str], labels: list[str]) -> np.ndarray:
+    return np.column_stack([numeric_column(table[name], name, labels) for name in columns])
+
+
+def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> list[str]:
+    """Every column except ``rownames`` and ``exclude`` whose present values are all numeric."""
+    header = [name for name in header_of(path) if name != ROW_LABEL_COLUMN and name not in exclude]
+    table, _ = read_csv_table(path, header, missing="drop") if missing == "drop" else _read_loose(path, header)
+    numeric = []
+    for name in header:
+        try:
+            [float(value) for value in table[name] if value not in ("", "NA")]
+        except ValueError:
+            continue
+        numeric.append(name)
+    if not numeric:
+        raise ValueError(f"CSV file {path} has no numeric columns besides {exclude}; name them with --columns")
+    return numeric
+
+
+def _read_loose(path, header):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return read_csv_table(path, header, missing="drop")
+
+
+def reject_plot(args) -> None:
+    if getattr(args, "plot", None) is not None:
+        raise ValueError(f"--plot is not available for the {args.command} subcommand; leave it out")
+
+
+def finite_or_none(value):
+    return float(value) if np.isfinite(value) else None
+
+
+def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], extra: dict[str, np.ndarray],
+           top: int, exact, json_path: Path | None, title: str, model_document: dict, summary: list[str],
+           row_vectors: dict[str, np.ndarray] | None = None, out=None) -> dict:
+    """Rank rows, optionally refit, print the table and write the JSON document; return the document.
+
+    ``shown`` holds data columns printed beside each top row; ``extra`` holds
+    further per-row measures (such as Cook's distance) printed and saved;
+    ``row_vectors`` holds per-row arrays (such as coefficient shifts) saved only.
+    """
+    out = sys.stdout if out is None else out
+    if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
+        raise ValueError(f"cannot write --json file {json_path}: it is a directory or its directory is missing")
+    start = time.perf_counter()
+    kl = result.kl
+    loo = result.loo_log_predictive
+    if exact is not None:
+        count = exact if exact == "all" else min(exact, result.n_sites)
+        result.compute_exact(count, progress=progress_bar(result.n_sites if count == "all" else count))
+    seconds = time.perf_counter() - start
+
+    print(title, file=out)
+    for line in summary:
+        print(line, file=out)
+    order = result.top(top)
+    exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
+    header = ["row"] + list(shown) + ["KL", "LOO log pred"] + list(extra) + (["exact KL"] if exact_lookup else [])
+    widths = [max(8, len(name)) for name in header]
+    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row):", file=out)
+    print("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)), file=out)
+    for i in order:
+        cells = [labels[i]] + [f"{values[i]:.4g}" if isinstance(values[i], (float, np.floating)) else str(values[i])
+                               for values in shown.values()]
+        cells += [f"{kl[i]:.5f}", f"{loo[i]:.4f}"] + [f"{values[i]:.4g}" for values in extra.values()]
+        if exact_lookup:
+            value = exact_lookup.get(int(i))
+            cells.append("" if value is None else f"{value:.5f}")
+        print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
+    if result.improper.any():
+        print(f"  {int(result.improper.sum())} rows leave an improper posterior when removed; their KL is "
+              f"reported as inf", file=out)
+
+    accuracy = None
+    if result.exact_sites.size >= 2:
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
+              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
+              f"median relative error {accuracy['median_relative_error']:.2%}", file=out)
+    print(f"All-row estimates and refits: {seconds:.2f} s", file=out)
+
+    rows = []
+    for i in range(result.n_sites):
+        record = {"row": i, "label": labels[i], "kl": finite_or_none(kl[i]),
+                  "loo_log_predictive": finite_or_none(loo[i]), "improper": bool(result.improper[i])}
+        for name, values in extra.items():
+            record[name] = finite_or_none(values[i])
+        for name, values in (row_vectors or {}).items():
+            record[name] = [finite_or_none(v) for v in np.ravel(values[i])]
+        if i in exact_lookup:
+            record["exact_kl"] = finite_or_none(exact_lookup[i])
+        rows.append(record)
+    document = {
+        "model": model_document,
+        "accuracy": None if accuracy is None else {
+            key: finite_or_none(value) if isinstance(value, float) else value for key, value in accuracy.items()
+        },
+        "rows": rows,
+    }
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+        except OSError as error:
+            raise ValueError(f"could not write --json file {json_path}: {error.strerror or error}") from None
+        print(f"Wrote {json_path}", file=out)
+    return document
