@@ -80,3 +80,93 @@ def _all_numeric(values: list[str]) -> bool:
     except ValueError:
         return False
     return True
+
+
+#: Field values read as missing by ``read_csv_table``: empty and R's NA.
+MISSING_VALUES = ("", "NA", "NaN", "nan")
+
+
+def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple[dict[str, list[str]], list[str]]:
+    """Read the named columns of a CSV file with a header row as text, for categorical data.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str
+        Columns to read, in order; ``rownames`` labels the rows and cannot be one of them.
+    missing : {"raise", "drop"}
+        What to do with rows where a requested column is empty or ``NA``:
+        raise a ValueError naming the first such row, or drop them with a
+        UserWarning giving their count.
+
+    Returns
+    -------
+    table : dict of str to list of str
+        The stripped field values of each requested column, rows with missing values removed.
+    row_labels : list of str
+        The ``rownames`` column if present, else 1-based row numbers, for the rows kept.
+    """
+    import warnings
+
+    if missing not in ("raise", "drop"):
+        raise ValueError(f'missing must be "raise" or "drop", got {missing!r}')
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"CSV file not found: {path}")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"CSV file {path} is not valid UTF-8 ({error.reason}); save it with UTF-8 encoding") from None
+    if len(rows) < 2:
+        raise ValueError(f"CSV file {path} needs a header row and at least one data row")
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    unknown = [name for name in columns if name not in header]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
+    if ROW_LABEL_COLUMN in columns:
+        raise ValueError(f"column {ROW_LABEL_COLUMN!r} of {path} contains row labels, not data; choose other columns")
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"a column is requested twice: {columns}")
+    for number, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the header, got {len(row)}")
+    positions = [header.index(name) for name in columns]
+    label_position = header.index(ROW_LABEL_COLUMN) if ROW_LABEL_COLUMN in header else None
+    labels = [row[label_position].strip() if label_position is not None else str(i + 1) for i, row in enumerate(body)]
+    incomplete = [i for i, row in enumerate(body) if any(row[j].strip() in MISSING_VALUES for j in positions)]
+    if incomplete and missing == "raise":
+        first = body[incomplete[0]]
+        empty = [name for name, j in zip(columns, positions) if first[j].strip() in MISSING_VALUES]
+        raise ValueError(
+            f"{len(incomplete)} row(s) of {path} have missing values in {columns}, the first is row "
+            f"{labels[incomplete[0]]} (missing {empty}); drop them with --missing drop or impute them first"
+        )
+    if incomplete:
+        warnings.warn(
+            f"dropped {len(incomplete)} of {len(body)} rows of {path} with missing values in {columns}",
+            UserWarning,
+            stacklevel=2,
+        )
+    dropped = set(incomplete)
+    kept = [i for i in range(len(body)) if i not in dropped]
+    if not kept:
+        raise ValueError(f"every row of {path} has a missing value in {columns}; nothing is left to fit")
+    table = {name: [body[i][j].strip() for i in kept] for name, j in zip(columns, positions)}
+    return table, [labels[i] for i in kept]
+
+
+def numeric_column(values: list[str], name: str, labels: list[str]) -> np.ndarray:
+    """Convert one column's text to finite float64, raising a ValueError naming the first bad row."""
+    array = np.empty(len(values))
+    for i, text in enumerate(values):
+        try:
+            array[i] = float(text)
+        except ValueError:
+            raise ValueError(
+                f"column {name!r} must be numeric, but row {labels[i]} has {text!r}; choose a numeric "
+                f"column or recode it"
+            ) from None
+        if not np.isfinite(array[i]):
+            raise ValueError(f"column {name!r} must be finite, but row {labels[i]} has {text!r}")
+    return array

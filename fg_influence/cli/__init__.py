@@ -10,9 +10,9 @@ import argparse
 import sys
 
 from .. import __version__
-from . import compare, demo, factor_analysis, gmm, hierarchical, hmm, lda
+from . import compare, demo, factor_analysis, gmm, hierarchical, hmm, lda, linreg, mixreg, mixture
 
-SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis, lda, compare)
+SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis, lda, compare, linreg, mixture, mixreg)
 
 
 def build_parser() -> argparse.ArgumentParser:
