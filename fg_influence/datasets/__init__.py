@@ -130,3 +130,13 @@ def load_nile() -> Dataset:
 
 __all__ = ["Dataset", "load_faithful", "load_radon", "load_sleepstudy",
            "load_epil", "load_chickweight", "load_nile"]
+
+# Imported last because these loaders build on Dataset above.
+from ._catalogue import (  # noqa: E402
+    CategoricalDataset,
+    load_biochemists,
+    load_stackloss,
+    load_titanic,
+)
+
+__all__ += ["CategoricalDataset", "load_biochemists", "load_stackloss", "load_titanic"]
