@@ -32,7 +32,7 @@ def split_columns(text: str | None) -> list[str] | None:
 
 
 def header_of(path: Path) -> list[str]:
-    """The header names of a CSV file, for the default column choice."""
+    """Return the header names of a CSV file, for the default column choice."""
     import csv
 
     if not Path(path).is_file():
@@ -59,7 +59,7 @@ def numeric_matrix(table: dict[str, list[str]], columns: list[str], labels: list
 
 
 def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> list[str]:
-    """Every column except ``rownames`` and ``exclude`` whose present values are all numeric."""
+    """List every column except ``rownames`` and ``exclude`` whose present values are all numeric."""
     header = [name for name in header_of(path) if name != ROW_LABEL_COLUMN and name not in exclude]
     table, _ = read_csv_table(path, header, missing="drop") if missing == "drop" else _read_loose(path, header)
     numeric = []
@@ -94,9 +94,9 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
            row_vectors: dict[str, np.ndarray] | None = None, out=None) -> dict:
     """Rank rows, optionally refit, print the table and write the JSON document; return the document.
 
-    ``shown`` holds data columns printed beside each top row; ``extra`` holds
-    further per-row measures (such as Cook's distance) printed and saved;
-    ``row_vectors`` holds per-row arrays (such as coefficient shifts) saved only.
+    ``shown`` contains data columns printed beside each top row, and ``extra``
+    contains further per-row measures (such as Cook's distance) printed and saved;
+    ``row_vectors`` contains per-row arrays (such as coefficient shifts) saved only.
     """
     out = sys.stdout if out is None else out
     if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):

@@ -8,9 +8,10 @@ from .._validation import check_real
 from ..families import NormalGamma
 from ..graph import LinearRegressionFactor
 from .linear_regression import check_design
-from .mixtures import _COMMON_DOC, _ConjugateMixture
+from .mixtures import _ConjugateMixture, _with_common_parameters
 
 
+@_with_common_parameters
 class MixtureOfRegressions(_ConjugateMixture):
     """y_i | z_i = k ~ N(x_i^T w_k, 1 / tau_k) with z_i ~ Categorical(pi) and (w_k, tau_k) ~ NormalGamma.
 
@@ -21,7 +22,7 @@ class MixtureOfRegressions(_ConjugateMixture):
 
     Parameters
     ----------
-    """ + _COMMON_DOC + """
+    {common_parameters}
     fit_intercept : bool, default True
     coef_precision_prior : float, default 1e-2
         Prior precision of each coefficient relative to tau_k.

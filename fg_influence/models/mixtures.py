@@ -50,7 +50,7 @@ class _ConjugateMixture:
     # Hooks: check_data(X) -> (N, D) array; add_components(graph, X, k) -> factor
 
     def build_graph(self, X) -> FactorGraph:
-        """The model for data X as a factor graph."""
+        """Build the model for data X as a factor graph."""
         X = self.check_data(X)
         n = X.shape[0]
         if n < 2:
@@ -144,6 +144,13 @@ _COMMON_DOC = """
 """
 
 
+def _with_common_parameters(cls):
+    """Fill the shared parameter descriptions into a mixture class's docstring."""
+    cls.__doc__ = cls.__doc__.replace("{common_parameters}", _COMMON_DOC.strip())
+    return cls
+
+
+@_with_common_parameters
 class DiagonalGaussianMixture(_ConjugateMixture):
     """Gaussian mixture with diagonal covariances: a Normal-Gamma per component and column.
 
@@ -161,7 +168,7 @@ class DiagonalGaussianMixture(_ConjugateMixture):
 
     Parameters
     ----------
-    """ + _COMMON_DOC + """
+    {common_parameters}
     mean_precision_prior : float, default 1.0
     mean_prior : array_like, shape (D,), optional
         Default the column means.
@@ -228,12 +235,13 @@ class DiagonalGaussianMixture(_ConjugateMixture):
         self.covariances_ = components.rate / components.shape
 
 
+@_with_common_parameters
 class PoissonMixture(_ConjugateMixture):
     """Mixture of independent Poissons: x_id | z_i = k ~ Poisson(lambda_kd), lambda_kd ~ Gamma.
 
     Parameters
     ----------
-    """ + _COMMON_DOC + """
+    {common_parameters}
     rate_shape_prior : float, default 1.0
         Gamma shape of every rate.
     rate_rate_prior : float, optional
@@ -274,12 +282,13 @@ class PoissonMixture(_ConjugateMixture):
         self.rates_ = posterior.globals["rates"].mean()
 
 
+@_with_common_parameters
 class BernoulliMixture(_ConjugateMixture):
     """Mixture of independent Bernoullis (latent class analysis of binary items), p_kd ~ Beta(a, b).
 
     Parameters
     ----------
-    """ + _COMMON_DOC + """
+    {common_parameters}
     a_prior, b_prior : float, default 1.0
         Beta prior of every probability.
 
@@ -313,15 +322,16 @@ class BernoulliMixture(_ConjugateMixture):
         self.probabilities_ = posterior.globals["probabilities"].mean()
 
 
+@_with_common_parameters
 class CategoricalMixture(_ConjugateMixture):
     """Latent class model: x_id | z_i = k ~ Categorical(pi_kd), pi_kd ~ Dirichlet(concentration_prior).
 
-    X holds integer category codes 0..C_d - 1 per column; ``n_categories``
+    X contains integer category codes 0..C_d - 1 per column; ``n_categories``
     fixes C_d (default: the largest code of each column plus one).
 
     Parameters
     ----------
-    """ + _COMMON_DOC + """
+    {common_parameters}
     concentration_prior : float, default 1.0
     n_categories : sequence of int, optional
 
