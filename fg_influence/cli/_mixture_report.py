@@ -29,11 +29,12 @@ def progress_bar(total: int):
 
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
-                title: str, out=None) -> dict:
+                title: str, out=None, plot_path: Path | None = None) -> dict:
     """Fit, rank and report to ``out`` (default: the current ``sys.stdout``); return the JSON document."""
     # Looked up at call time, because a default of sys.stdout would be bound at
     # import and ignore later redirection such as contextlib.redirect_stdout.
     out = sys.stdout if out is None else out
+    _check_output_path(plot_path, "--plot")
     start = time.perf_counter()
     center = data.mean(axis=0) if standardize else np.zeros(data.shape[1])
     scale = data.std(axis=0) if standardize else np.ones(data.shape[1])
@@ -73,7 +74,31 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
         except OSError as error:
             raise ValueError(f"could not write --json file {json_path}: {error.strerror or error}") from None
         print(f"Wrote {json_path}", file=out)
+    if plot_path is not None:
+        write_plot(result, plot_path, labels, columns, standardize)
+        print(f"Wrote {plot_path}", file=out)
     return document
+
+
+def write_plot(result, path: Path, labels: list[str], columns: list[str], standardize: bool) -> None:
+    """Write the PNG report of ``result`` to ``path``, labelling rows with ``labels``."""
+    from ..plotting import save_report
+
+    result.row_labels = labels
+    names = [f"{c} (standardized)" for c in columns] if standardize else columns
+    save_report(result, path, column_names=names)
+
+
+def _check_output_path(path: Path | None, option: str) -> None:
+    """Reject an output path that cannot be written, before the fit and refits run."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise ValueError(f"{option} must name a file, but {path} is a directory")
+    if not path.parent.is_dir():
+        raise ValueError(
+            f"cannot write {option} file {path}: directory {path.parent} not found; create it first"
+        )
 
 
 def _print_report(model, result, data, columns, labels, center, scale, top, title, out) -> None:

@@ -21,7 +21,7 @@ def exact_count(text: str):
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
-    """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json."""
+    """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
     parser.add_argument("--top", type=positive_int, default=10, metavar="N",
                         help="number of most influential rows to print (default 10)")
     parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
@@ -33,3 +33,7 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write the priors, posterior and one record per row to this JSON file")
+    parser.add_argument("--plot", type=Path, default=None, metavar="PATH",
+                        help="write a PNG report (influence by row, the data coloured by influence, "
+                             "and the estimates against exact refits when --exact is given) to this "
+                             "file; needs Matplotlib")

@@ -25,6 +25,6 @@ def run(args) -> None:
     run_mixture(
         dataset.data, list(dataset.columns), list(dataset.row_labels), components=2,
         standardize=True, top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init,
-        json_path=args.json,
+        json_path=args.json, plot_path=args.plot,
         title="Old Faithful (272 eruptions), Gaussian mixture with K = 2 on standardised data",
     )

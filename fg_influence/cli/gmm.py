@@ -36,5 +36,6 @@ def run(args) -> None:
     run_mixture(
         data, columns, labels, components=args.components, standardize=args.standardize,
         top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
+        plot_path=args.plot,
         title=f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)}",
     )
