@@ -94,7 +94,7 @@ def test_nile_time_steps():
     # estimate / exact 0.943 and 0.995.
     assert set(influence.top(2).tolist()) == {0, 42}
     np.testing.assert_allclose(influence.kl[[0, 42]], influence.exact_kl[[0, 42]], rtol=0.1)
-    # Measured Spearman over all 100 years 0.616: dividing a year holds the
+    # Measured Spearman over all 100 years 0.616: dividing a year keeps the
     # neighbouring years' states fixed, which misses most of the effect of
     # years inside a regime (estimate / exact down to 0.01).
     assert influence.spearman() >= 0.5

@@ -60,7 +60,7 @@ def test_influence_agrees_with_refits(fitted):
     # Measured 0.689 on these 15 documents (0.633 over all 60). Refits can
     # move another document's word to a different topic, which changes a
     # concentration near the prior's 0.01 and dominates the exact KL; the
-    # division holds the other documents fixed and cannot see that.
+    # division keeps the other documents fixed and cannot see that.
     assert rho >= 0.5
 
 

@@ -84,7 +84,7 @@ class RaggedObservedVariable(ObservedVariable):
         return np.repeat(np.arange(self.offsets.size - 1), self.lengths)
 
     def keep_sites(self, keep: np.ndarray) -> "RaggedObservedVariable":
-        """A copy with only the sites where the boolean mask ``keep`` is True."""
+        """Return a copy that keeps only the sites where the boolean mask ``keep`` is True."""
         rows = np.repeat(keep, self.lengths)
         offsets = np.concatenate(([0], np.cumsum(self.lengths[keep]))).astype(np.int64)
         covariates = None if self.covariates is None else self.covariates[rows]
@@ -182,7 +182,7 @@ def block_names(graph) -> list[str]:
 
 
 def owner_of(graph, name: str):
-    """The factor that owns structured block ``name``."""
+    """Return the factor that owns structured block ``name``."""
     return graph.factors[graph.variables[name].owner]
 
 

@@ -110,7 +110,7 @@ class LDAFactor(Factor):
         return proportions + segment_sum(counts * per_word, offsets)
 
     def initial_block(self, name, graph, data, rng) -> BlockState:
-        """Every word of a document in one random topic, which breaks the symmetry between topics.
+        """Put every word of a document in one random topic, which breaks the symmetry between topics.
 
         Spreading each word over all topics at random would give every topic
         nearly the corpus's word frequencies, a near-symmetric start that

@@ -25,7 +25,7 @@ def sequences_to_ragged(sequences) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate a list of 1-D sequences; return values (n_rows,) and offsets (S + 1,).
 
     Raises ValueError for a sequence with fewer than 2 values, because a
-    sequence of one value has no transition and says nothing about the chain.
+    sequence of one value has no transition and carries no information about the chain.
     """
     if isinstance(sequences, np.ndarray) and sequences.ndim == 1:
         sequences = [sequences]
@@ -46,7 +46,7 @@ def sequences_to_ragged(sequences) -> tuple[np.ndarray, np.ndarray]:
 
 def build_hmm_graph(values, offsets, *, emission: str, initial_prior, transition_prior, emission_prior,
                     covariates=None) -> FactorGraph:
-    """The hidden Markov model as a factor graph with one site per sequence."""
+    """Build the hidden Markov model as a factor graph with one site per sequence."""
     graph = FactorGraph()
     graph.add_plate("sequences", np.asarray(offsets).size - 1)
     graph.add_global("initial", initial_prior)
