@@ -233,6 +233,13 @@ class FactorGraph:
                     f"observed variable {name!r} has no factor generating it; add a likelihood "
                     f"factor with it as the child"
                 )
+        for variable in self.variables_of_role("block"):
+            connected = [factor.name for factor in self.factors_of(variable.name)]
+            if variable.owner is not None and variable.owner not in connected:
+                raise GraphError(
+                    f"block {variable.name!r} names owner {variable.owner!r}, which is not a factor "
+                    f"connected to it; connect the factor that updates the block"
+                )
         for factor in self.factors.values():
             factor.check(self)
         if not self.variables_of_role("observed"):
