@@ -22,6 +22,8 @@ from scipy.stats import spearmanr
 
 from ._validation import check_int
 
+__all__ = ["measure_values", "plot_calibration", "plot_data", "plot_index", "save_report", "top_sites"]
+
 #: Standard deviations spanned by each component ellipse along its axes.
 ELLIPSE_N_STD = 2.0
 

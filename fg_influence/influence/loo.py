@@ -26,6 +26,15 @@ from scipy.special import logsumexp
 from .._validation import check_int, check_random_state
 from ..inference.posterior import Posterior
 
+__all__ = [
+    "LooSummary",
+    "draw_mixture_parameters",
+    "in_sample_log_predictive",
+    "log_likelihood_draws",
+    "psis_loo",
+    "summarize_loo",
+]
+
 
 @dataclass(frozen=True)
 class LooSummary:
@@ -254,6 +263,13 @@ def psis_loo(posterior: Posterior, n_draws: int = 1000, random_state=None):
             "psis_loo needs ArviZ; install it with pip install arviz (or the fg-influence "
             "'test' extra)"
         ) from None
+    major = int(arviz.__version__.split(".")[0])
+    if major >= 1:
+        # NOTE: ArviZ 1.x takes from_dict({group: {name: array}}); only 0.x is tested here.
+        raise ImportError(
+            f"psis_loo supports ArviZ 0.x (tested with 0.23), got {arviz.__version__}; install "
+            f"'arviz<1' or call arviz.loo on log_likelihood_draws(...) yourself"
+        )
     draws = draw_mixture_parameters(posterior, n_draws, random_state)
     log_likelihood = _log_likelihood_of(posterior, draws, chunk_size=200)
     # One chain: the draws are independent, so ArviZ's effective sample size is the draw count.
