@@ -24,7 +24,7 @@ def standardized(X):
 @pytest.fixture(scope="module")
 def iris_fit():
     X = standardized(load_iris().data)
-    return GaussianMixture(3, random_state=0).fit(X)
+    return GaussianMixture(3, random_state=0, n_init=3).fit(X)
 
 
 @pytest.fixture(scope="module")
@@ -42,24 +42,29 @@ def corrected_globals(system, site):
 
 def test_iris_ranking_matches_exact_refits(iris_results):
     accuracy = iris_results.accuracy()
-    # Measured: Spearman 0.99999 over all 150 rows, median relative error
-    # 2e-5 (division on the same fit: 0.83 against the same refits).
+    # Measured on this fit (the one benchmarks/linear_response_accuracy.py
+    # uses): Spearman 1.0000 over all 150 rows, top-10 overlap 100%, median
+    # relative error 1.6e-5. Division on the same fit: Spearman 1.0000 (to
+    # four places), top-10 overlap 100%, median relative error 5.2e-4.
     assert accuracy["spearman"] >= 0.99
     assert accuracy["top_k_overlap"] >= 0.9
-    assert accuracy["median_relative_error"] <= 0.01
+    assert accuracy["median_relative_error"] <= 1e-3
 
 
-def test_iris_beats_division(iris_fit, iris_results):
+def test_iris_closer_than_division(iris_fit, iris_results):
     # Division's KL from explicit division (family KLs), independent of the
     # closed-form kernels, against the same exact refits.
     posterior = iris_fit.posterior_
-    division_kl = []
+    division_kl = np.empty(posterior.n_sites)
     for site in range(posterior.n_sites):
         divided = divide(posterior, [site])
-        division_kl.append(sum(float(np.sum(posterior.globals[name].kl(divided[name]))) for name in divided))
-    division = spearmanr(division_kl, iris_results.exact_kl).statistic
-    response = iris_results.accuracy()["spearman"]
-    assert response > division
+        division_kl[site] = sum(float(np.sum(posterior.globals[name].kl(divided[name]))) for name in divided)
+    exact = iris_results.exact_kl
+    division_error = np.median(np.abs(division_kl[iris_results.exact_sites] - exact) / exact)
+    response_error = iris_results.accuracy()["median_relative_error"]
+    # Measured: 1.6e-5 against 5.2e-4, a factor of about 30.
+    assert response_error < 0.2 * division_error
+    assert spearmanr(iris_results.kl, exact).statistic >= spearmanr(division_kl, exact).statistic
 
 
 def test_kl_matches_family_kl(iris_fit, iris_results):

@@ -72,7 +72,7 @@ def finite_difference_jacobian(function, coords, scale):
     return np.stack(columns, axis=1)
 
 
-@settings(max_examples=12)
+@settings(max_examples=8)
 @given(seed=seeds, n=st.integers(15, 50), d=st.integers(1, 2), k=st.integers(1, 3),
        spread=st.floats(0.5, 4.0))
 def test_jacobian_matches_finite_differences(seed, n, d, k, spread):
@@ -131,7 +131,7 @@ def test_correction_solves_linear_system(seed, n, d, k, spread):
     assert system.eigenvalues.max() < 1.0
 
 
-@settings(max_examples=10)
+@settings(max_examples=8)
 @given(seed=seeds, n=st.integers(15, 40), d=st.integers(1, 2), k=st.integers(1, 3),
        spread=st.floats(1.0, 4.0))
 def test_division_plus_response_is_newton_step(seed, n, d, k, spread):
