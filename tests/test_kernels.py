@@ -265,3 +265,30 @@ def test_kernels_agree_across_thread_counts():
             # Required to 1e-12 relative; the fixed block order makes them equal in practice.
             np.testing.assert_allclose(value, reference[name], rtol=1e-12, atol=0,
                                        err_msg=f"{name} with {threads} threads")
+
+
+def test_n_jobs_gives_same_fit_and_restores_threads():
+    from fg_influence.models import GaussianMixture
+
+    X = np.random.default_rng(70).normal(size=(3000, 2))
+    previous = numba.get_num_threads()
+    one = GaussianMixture(3, random_state=0, max_iter=50, n_jobs=1).fit(X)
+    assert numba.get_num_threads() == previous
+    every = GaussianMixture(3, random_state=0, max_iter=50, n_jobs=None).fit(X)
+    # Thread-count independent kernels: the fits are equal to 1e-12 relative.
+    np.testing.assert_allclose(one.means_, every.means_, rtol=1e-12)
+    np.testing.assert_allclose(one.influence().kl, every.influence().kl, rtol=1e-12)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (0, ValueError, "n_jobs must be between 1 and NUMBA_NUM_THREADS"),
+    (10_000, ValueError, "n_jobs must be between 1 and NUMBA_NUM_THREADS"),
+    (1.5, TypeError, "n_jobs must be None or an integer"),
+    (True, TypeError, "n_jobs must be None or an integer"),
+])
+def test_n_jobs_rejects_bad_values(value, error, message):
+    from fg_influence.models import GaussianMixture
+
+    X = np.random.default_rng(71).normal(size=(50, 2))
+    with pytest.raises(error, match=message):
+        GaussianMixture(2, n_jobs=value).fit(X)
