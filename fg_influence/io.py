@@ -4,7 +4,9 @@ A saved file is a NumPy ``.npz`` archive. Every array (data, prior and
 posterior parameters, responsibilities, exact refits) is a plain numeric
 array, and one member, ``metadata.json``, holds UTF-8 JSON describing the
 graph (plates, variables with their family, factors with their arguments),
-the model's settings, the row labels and a SHA-256 digest of every array.
+the model's constructor settings and fitted attributes (public names
+ending in ``_``, such as ``row_labels_``) and a SHA-256 digest of every
+array.
 A second member holds the digest of the JSON itself.
 
 Loading reads the archive with ``numpy.load(..., allow_pickle=False)`` and
@@ -76,7 +78,7 @@ def save(obj, path) -> None:
         if not hasattr(obj, "posterior_"):
             raise ValueError(f"this {type(obj).__name__} is not fitted yet; call fit first")
         posterior = obj.posterior_
-        metadata = {"kind": "model", "model": _model_metadata(obj)}
+        metadata = {"kind": "model", "model": _model_metadata(obj, arrays)}
     else:
         raise TypeError(
             f"save expects a fitted model or an InfluenceResult, got {type(obj).__name__}"
@@ -123,6 +125,9 @@ def _json_value(value, what: str):
         if not np.isfinite(value):
             raise TypeError(f"cannot save {what}: non-finite value {value}")
         return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        # Factor arguments such as the names of a factor's parameter nodes.
+        return {"tuple" if isinstance(value, tuple) else "list": list(value)}
     if isinstance(value, (list, tuple, np.ndarray)):
         array = np.asarray(value)
         if array.dtype.kind in "biuf":
@@ -130,7 +135,7 @@ def _json_value(value, what: str):
     raise TypeError(f"cannot save {what}: values of type {type(value).__name__} are not supported")
 
 
-def _model_metadata(model) -> dict:
+def _model_metadata(model, arrays: dict) -> dict:
     settings = {}
     for name in _init_names(type(model)):
         value = getattr(model, name)
@@ -138,14 +143,40 @@ def _model_metadata(model) -> dict:
             # A Generator's state is not needed to reproduce the fitted posterior.
             value = None
         settings[name] = _json_value(value, f"{type(model).__name__}.{name}")
-    labels = getattr(model, "row_labels_", None)
-    names = getattr(model, "feature_names_in_", None)
     return {
         "class": type(model).__name__,
         "settings": settings,
-        "row_labels": None if labels is None else [json_label(label) for label in labels],
-        "feature_names_in": None if names is None else [str(name) for name in names],
+        "fitted": _fitted_attributes(model, arrays),
     }
+
+
+def _fitted_attributes(model, arrays: dict) -> dict:
+    """Record the model's fitted attributes (public names ending in ``_``) other than ``posterior_``.
+
+    Numeric arrays and scalars go to ``arrays`` under ``fitted/<name>``;
+    None, text and lists of labels go into the JSON. Other values are
+    listed as unsaved and are missing after loading unless the model
+    rebuilds them from its posterior.
+    """
+    record = {}
+    for name, value in vars(model).items():
+        if not name.endswith("_") or name.startswith("_") or name == "posterior_":
+            continue
+        if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            arrays[f"fitted/{name}"] = value
+            record[name] = {"kind": "array"}
+        elif isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            arrays[f"fitted/{name}"] = np.asarray(value)
+            builtin = type(value).__name__ if type(value) in (bool, int, float) else None
+            record[name] = {"kind": "scalar", "type": builtin}
+        elif value is None or isinstance(value, str):
+            record[name] = {"kind": "json", "value": value}
+        elif isinstance(value, (list, tuple)) and all(
+                isinstance(item, (str, bool, int, float, np.generic)) for item in value):
+            record[name] = {"kind": "json", "value": [json_label(item) for item in value]}
+        else:
+            record[name] = {"kind": "unsaved", "type": type(value).__name__}
+    return record
 
 
 def _result_metadata(result, arrays: dict) -> dict:
@@ -380,6 +411,10 @@ def _rebuild_graph(record: dict, arrays: dict) -> FactorGraph:
 
 
 def _from_json_value(value):
+    if isinstance(value, dict) and "tuple" in value:
+        return tuple(value["tuple"])
+    if isinstance(value, dict) and "list" in value:
+        return list(value["list"])
     if isinstance(value, dict):
         return np.asarray(value["array"], dtype=np.float64).astype(np.dtype(value["dtype"]))
     return value
@@ -448,10 +483,30 @@ def _rebuild(metadata: dict, arrays: dict, path: Path):
     if set(settings) != set(_init_names(cls)):
         raise ValueError(f"cannot load {path}: settings {sorted(settings)} do not match {cls.__name__}")
     model = cls(**settings)
-    model._set_posterior(posterior)
-    model.row_labels_ = _checked_labels(record["row_labels"], graph.n_sites, path)
-    model.feature_names_in_ = record["feature_names_in"]
+    if hasattr(model, "_set_posterior"):
+        model._set_posterior(posterior)
+    else:
+        model.posterior_ = posterior
+    _restore_fitted_attributes(model, record["fitted"], arrays)
+    if getattr(model, "row_labels_", None) is not None:
+        _checked_labels(model.row_labels_, graph.n_sites, path)
     return model
+
+
+def _restore_fitted_attributes(model, record: dict, arrays: dict) -> None:
+    builtins = {"bool": bool, "int": int, "float": float}
+    for name, entry in record.items():
+        kind = entry["kind"]
+        if kind == "array":
+            setattr(model, name, arrays[f"fitted/{name}"])
+        elif kind == "scalar":
+            value = arrays[f"fitted/{name}"]
+            if value.ndim != 0:
+                raise ValueError(f"fitted attribute {name!r} must be a scalar, got shape {value.shape}")
+            convert = builtins.get(entry["type"])
+            setattr(model, name, value[()] if convert is None else convert(value.item()))
+        elif kind == "json":
+            setattr(model, name, entry["value"])
 
 
 def _checked_labels(labels, n_sites: int, path: Path):
