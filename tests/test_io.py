@@ -43,7 +43,7 @@ def _all_influence_numbers(result: InfluenceResult) -> dict[str, np.ndarray]:
     numbers.update({f"kl.{name}": values for name, values in result.kl_by_variable.items()})
     numbers.update({f"shift.{name}": values for name, values in result.shifts().items()})
     loo = result.loo_summary
-    numbers["loo"] = np.array([loo.elpd_loo, loo.se, loo.p_loo, loo.lppd])
+    numbers["loo"] = np.array([loo.elpd_loo, loo.se, loo.p_loo, loo.lppd], dtype=object)
     return numbers
 
 
@@ -256,3 +256,35 @@ def test_load_never_unpickles(saved):
     with pytest.raises(ValueError, match="not a readable fg_influence archive"):
         load(saved)
     assert _UNPICKLED == []
+
+
+def _catalogue_cases():
+    from fg_influence import models
+
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(-2.0, 1.0, size=(15, 2)), rng.normal(2.0, 1.0, size=(15, 2))])
+    return [
+        pytest.param(lambda: models.DiagonalGaussianMixture(2, random_state=0), (X,), id="diagonal"),
+        pytest.param(lambda: models.PoissonMixture(2, random_state=0),
+                     (rng.poisson(3.0, size=(30, 2)).astype(float),), id="poisson-mixture"),
+        pytest.param(lambda: models.BayesianLinearRegression(), (X, X @ [1.0, -0.5]), id="regression"),
+        pytest.param(lambda: models.BetaBernoulli(), ((rng.random(30) < 0.3).astype(float),),
+                     id="beta-bernoulli"),
+    ]
+
+
+@pytest.mark.parametrize("make, data", _catalogue_cases())
+def test_catalogue_models_round_trip(make, data, tmp_path):
+    model = make().fit(*data)
+    path = tmp_path / "model.npz"
+    save(model, path)
+    loaded = load(path)
+    assert type(loaded) is type(model)
+    for name, value in vars(model).items():
+        if name.endswith("_") and name != "posterior_":
+            np.testing.assert_array_equal(getattr(loaded, name), value, err_msg=name)
+            assert type(getattr(loaded, name)) is type(value), name
+    for name, values in _all_influence_numbers(model.influence()).items():
+        if name == "loo":
+            continue  # p_loo is None for models without an in-sample predictive density
+        np.testing.assert_array_equal(_all_influence_numbers(loaded.influence())[name], values, err_msg=name)
