@@ -14,6 +14,7 @@ list items; other docstring text is kept as written.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import inspect
 import re
@@ -64,8 +65,6 @@ def numpydoc_to_markdown(doc: str) -> str:
                 out.append(f"- `{line.strip()}`")
         elif section in PARAMETER_SECTIONS and line.startswith(" "):
             out.append("  " + line.strip())
-        elif section == "Examples" or line.startswith("    ") or line.lstrip().startswith(">>>"):
-            out.append(line)
         else:
             out.append(line)
         index += 1
@@ -93,7 +92,7 @@ def _class_members(cls) -> list[str]:
     for name, member in cls.__dict__.items():
         if name.startswith("_"):
             continue
-        if isinstance(member, (property, )) or type(member).__name__ == "cached_property":
+        if isinstance(member, (property, functools.cached_property)):
             lines += [f"#### `{cls.__name__}.{name}` (property)", "", _doc(member), ""]
         elif isinstance(member, (classmethod, staticmethod)):
             function = member.__func__

@@ -2,10 +2,10 @@
 
 Writes report.png, result.json, model.npz and result.npz to the folder
 named by the FG_INFLUENCE_OUTPUT environment variable, or else to a
-temporary directory that is removed at the end. (The test suite runs this
-script with pytest's command line in sys.argv, so the folder is not an
-argument.) Needs the
-``test`` extra for ArviZ and Matplotlib; runs in a few seconds.
+temporary directory that is removed at the end. The folder is not a
+command-line argument because the test suite runs this script with
+pytest's arguments in sys.argv. Needs the ``test`` extra for ArviZ and
+Matplotlib.
 """
 
 import os

@@ -2,7 +2,7 @@
 
 A saved file is a NumPy ``.npz`` archive. Every array (data, prior and
 posterior parameters, responsibilities, exact refits) is a plain numeric
-array, and one member, ``metadata.json``, holds UTF-8 JSON describing the
+array, and one member, ``metadata.json``, contains UTF-8 JSON describing the
 graph (plates, variables with their family, factors with their arguments),
 the model's constructor settings and fitted attributes (public names
 ending in ``_``, such as ``row_labels_``) and a SHA-256 digest of every
@@ -115,15 +115,15 @@ def _array_record(array: np.ndarray) -> dict:
     }
 
 
-def _json_value(value, what: str):
-    """A constructor setting as JSON: scalars as they are, arrays as nested lists."""
+def _json_value(value, description: str):
+    """Convert a constructor setting to JSON: scalars as they are, arrays as nested lists."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         if not np.isfinite(value):
-            raise TypeError(f"cannot save {what}: non-finite value {value}")
+            raise TypeError(f"cannot save {description}: non-finite value {value}")
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         # Factor arguments such as the names of a factor's parameter nodes.
@@ -132,7 +132,7 @@ def _json_value(value, what: str):
         array = np.asarray(value)
         if array.dtype.kind in "biuf":
             return {"array": array.astype(np.float64).tolist(), "dtype": array.dtype.str}
-    raise TypeError(f"cannot save {what}: values of type {type(value).__name__} are not supported")
+    raise TypeError(f"cannot save {description}: values of type {type(value).__name__} are not supported")
 
 
 def _model_metadata(model, arrays: dict) -> dict:
@@ -366,22 +366,22 @@ def _subclasses(base) -> dict[str, type]:
     return found
 
 
-def _lookup(registry: dict[str, type], name, what: str) -> type:
+def _lookup(registry: dict[str, type], name, kind: str) -> type:
     if not isinstance(name, str) or name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; known: {sorted(registry)}")
+        raise ValueError(f"unknown {kind} {name!r}; known: {sorted(registry)}")
     return registry[name]
 
 
-def _family(registry, family_name, params: list, prefix: str, arrays: dict, what: str):
+def _family(registry, family_name, params: list, prefix: str, arrays: dict, description: str):
     cls = _lookup(registry, family_name, "family")
     expected = _init_names(cls)
     if list(params) != expected:
-        raise ValueError(f"{what}: {family_name} takes parameters {expected}, the file lists {params}")
+        raise ValueError(f"{description}: {family_name} takes parameters {expected}, the file lists {params}")
     values = [arrays[f"{prefix}/{name}"] for name in expected]
     try:
         return cls(*values)
     except (ValueError, TypeError) as error:
-        raise ValueError(f"{what}: invalid {family_name} parameters ({error})") from None
+        raise ValueError(f"{description}: invalid {family_name} parameters ({error})") from None
 
 
 def _rebuild_graph(record: dict, arrays: dict) -> FactorGraph:

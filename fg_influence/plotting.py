@@ -170,9 +170,9 @@ def _draw_ellipse(ax, mean, covariance, weight, color):
 def plot_data(result, measure: str = "kl", *, top: int = 5, column_names=None, ax=None):
     """Scatter the training data coloured by a measure, with the fitted components.
 
-    Two-column data are drawn as they are; one column against the measure;
-    more columns on their first two principal components, with the
-    components' means and covariances projected the same way. Gaussian
+    Two-column data are drawn as they are, and one column is drawn against
+    the measure. Data with more columns are projected on their first two
+    principal components, and so are the components' means and covariances. Gaussian
     components are drawn as ellipses spanning two standard deviations of
     the posterior-mean covariance E[Lambda_k]^-1, thicker for larger
     weights. KL values are coloured on a log scale. ``column_names`` (one

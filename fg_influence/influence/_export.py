@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Text stored with every exported result, so a reader of the file knows the signs.
+#: Text stored with every exported result, so that a reader of the file can interpret the signs.
 CONVENTIONS = (
     "Per-site arrays have the site axis first. A shift is (value without the site) minus "
     "(value with all sites). kl is KL(q || q without the site) over the global factors; "
@@ -22,7 +22,7 @@ CONVENTIONS = (
 
 
 def json_label(label):
-    """A row label as a JSON scalar: Python int, float or bool as they are, anything else as text."""
+    """Convert a row label to a JSON scalar: Python int, float or bool as they are, anything else as text."""
     if isinstance(label, np.generic):
         label = label.item()
     if isinstance(label, (bool, int, str)):
@@ -33,7 +33,7 @@ def json_label(label):
 
 
 def json_array(values: np.ndarray):
-    """An array as nested lists, with infinite or NaN entries as None (strict JSON has no inf)."""
+    """Convert an array to nested lists with infinite or NaN entries as None, because strict JSON has no inf."""
     values = np.asarray(values)
     if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
         return values.tolist()
@@ -53,7 +53,7 @@ def _flat_columns(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def result_columns(result) -> dict[str, np.ndarray]:
-    """Every per-site quantity of ``result`` as 1-D columns of length N, in display order."""
+    """Collect every per-site quantity of ``result`` as 1-D columns of length N, in display order."""
     columns = {"kl": result.kl}
     for variable, values in result.kl_by_variable.items():
         kl_part = np.array(values, dtype=float)
@@ -71,7 +71,7 @@ def result_columns(result) -> dict[str, np.ndarray]:
 
 
 def summary_frame(result):
-    """A pandas DataFrame with one row per site, indexed by the row labels."""
+    """Build a pandas DataFrame with one row per site, indexed by the row labels."""
     try:
         import pandas as pd
     except ImportError:
@@ -84,7 +84,7 @@ def summary_frame(result):
 
 
 def result_to_dict(result) -> dict:
-    """A JSON-ready document of ``result``: labels, measures, shifts, exact values and LOO summary."""
+    """Build a JSON-ready document of ``result``: labels, measures, shifts, exact values and LOO summary."""
     loo = result.loo_summary
     document = {
         "conventions": CONVENTIONS,

@@ -68,7 +68,7 @@ class LooSummary:
     n_improper: int
 
     def to_dict(self) -> dict:
-        """The scalar fields as plain Python values (the pointwise values are left out)."""
+        """Return the scalar fields as plain Python values, without the pointwise values."""
         return {
             "elpd_loo": self.elpd_loo,
             "se": self.se,

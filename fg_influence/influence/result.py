@@ -230,7 +230,7 @@ class InfluenceResult:
         return summarize_loo(self.loo_log_predictive, in_sample_log_predictive(self.posterior))
 
     def summary_frame(self):
-        """One row per site as a pandas DataFrame indexed by the row labels (needs pandas).
+        """Tabulate every site as a pandas DataFrame indexed by the row labels (needs pandas).
 
         Columns: ``kl``, ``kl.<variable>`` for each global variable,
         ``loo_log_predictive``, ``shift.<name>`` for each defined shift (with
@@ -240,7 +240,7 @@ class InfluenceResult:
         return _export.summary_frame(self)
 
     def to_dict(self) -> dict:
-        """Every per-site measure, shift, exact value and the LOO summary as plain JSON values.
+        """Export every per-site measure, shift, exact value and the LOO summary as plain JSON values.
 
         Infinite values (improper sites) become None.
         """

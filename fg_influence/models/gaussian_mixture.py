@@ -301,5 +301,5 @@ class GaussianMixture:
 
         model = load(path)
         if not isinstance(model, cls):
-            raise ValueError(f"{path} holds a {type(model).__name__}, not a {cls.__name__}")
+            raise ValueError(f"{path} contains a {type(model).__name__}, not a {cls.__name__}")
         return model

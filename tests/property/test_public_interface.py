@@ -3,8 +3,8 @@
 Hypothesis throws random shapes, dtypes (integers, booleans, objects,
 strings, complex), NaN, infinities and extreme values at the public entry
 points. Every call must either succeed with results free of NaN or raise a
-ValueError or TypeError with a message; any other exception type, or a
-RuntimeWarning (which pytest turns into an error here), fails the test.
+ValueError or TypeError with a message. Any other exception type fails the
+test, and so does a RuntimeWarning, which the helper turns into an error.
 The inputs are tiny, so 1,000 examples per test stay fast.
 """
 
