@@ -19,7 +19,7 @@ from fg_influence.datasets import (
     load_titanic,
 )
 from fg_influence.families import Dirichlet, NormalGamma
-from fg_influence.influence import exact_kl
+from fg_influence.influence import divide, exact_kl
 from fg_influence.inference.cavi import update_global
 from fg_influence.inference.posterior import Posterior
 from fg_influence.models import (
@@ -214,3 +214,43 @@ def test_categorical_rejects_too_many_categories():
 def test_categorical_rejects_non_integer_codes():
     with pytest.raises(ValueError, match="non-negative integer category codes, got 1.5"):
         CategoricalMixture(2).fit([[0], [1.5], [1]])
+
+
+@pytest.mark.parametrize("make,X", [
+    (lambda: DiagonalGaussianMixture(2, random_state=0), load_iris().data[::5]),
+    (lambda: PoissonMixture(2, random_state=0), load_epil().data[::4, :1]),
+    (lambda: BernoulliMixture(2, random_state=0), load_titanic().codes[::20, 1:]),
+    (lambda: CategoricalMixture(2, random_state=0), load_titanic().codes[::20]),
+])
+def test_dividing_every_row_returns_prior(make, X):
+    from fg_influence.influence import divided_natural_params
+
+    model = make().fit(X)
+    graph = model.posterior_.graph
+
+    divided = divided_natural_params(model.posterior_, np.arange(len(X)))
+
+    for name, natural in divided.items():
+        prior = graph.variables[name].prior.natural_params()
+        fitted = model.posterior_.globals[name].natural_params()
+        for left, right, size in zip(natural, prior, fitted):
+            # Subtracting the summed site messages from their sum leaves the
+            # rounding of the largest term, a few eps of |fitted|.
+            np.testing.assert_allclose(left, right, rtol=0, atol=1e-12 * (np.abs(size).max() + 1.0))
+
+
+def test_mixture_of_regressions_group_division_matches_messages():
+    data = load_stackloss().data
+    model = MixtureOfRegressions(2, random_state=0).fit(data[:, :3], data[:, 3])
+    group = [0, 2, 3, 20]
+    posterior = model.posterior_
+    resp = posterior.locals["assignment"][group]
+    design = np.column_stack([np.ones(len(data)), data[:, :3]])[group]
+
+    divided = divide(posterior, group)["coefficients"]
+
+    # Removing the group subtracts sum_i r_ik x_i x_i^T / 2 from -precision / 2.
+    expected = posterior.globals["coefficients"].precision - np.einsum("nk,ni,nj->kij", resp, design, design)
+    np.testing.assert_allclose(divided.precision, expected, rtol=1e-10, atol=1e-10)
+    expected_shape = posterior.globals["coefficients"].shape - 0.5 * resp.sum(axis=0)
+    np.testing.assert_allclose(divided.shape, expected_shape, rtol=1e-12)
