@@ -136,7 +136,7 @@ class ConjugateLikelihoodFactor(Factor):
     def expected_loglik(self, state, X: np.ndarray | None = None) -> np.ndarray:
         """E_q[ln p(x_i | theta_k)], shape (N, K) (K = 1 without an assignment)."""
         X = self._data(state) if X is None else X
-        total = np.repeat(self.log_base_measure(X)[:, None], 1, axis=1)
+        total = self.log_base_measure(X)[:, None]
         for index, name in enumerate(self.params):
             stats = self._with_component_axis(state.globals[name].expected_stats())
             for site_stat, expected in zip(self.site_statistics(X, index), stats):
