@@ -144,41 +144,56 @@ def normalize_log_resp(logits):
 
 @njit(cache=True, parallel=True)
 def weighted_gaussian_stats(X, resp):
-    """Weighted statistics sum_i r_ik (1, x_i, x_i x_i^T), each of shape (K,), (K, D), (K, D, D)."""
+    """Weighted statistics sum_i r_ik (1, x_i, x_i x_i^T), each of shape (K,), (K, D), (K, D, D).
+
+    Each row's D (D + 1) / 2 products x_ia x_ib (a >= b) are formed once and
+    added to every component with weight r_ik, a contiguous loop that the
+    compiler vectorises.
+    """
     n, d = X.shape
     k_count = resp.shape[1]
+    n_pairs = d * (d + 1) // 2
     n_chunks = (n + CHUNK_ROWS - 1) // CHUNK_ROWS
     part_counts = np.zeros((n_chunks, k_count))
     part_sums = np.zeros((n_chunks, k_count, d))
-    part_outer = np.zeros((n_chunks, k_count, d, d))
+    part_outer = np.zeros((n_chunks, k_count, n_pairs))
     for c in prange(n_chunks):
         # Thread-private accumulators: writing the shared partial arrays row
         # by row made two threads slower than one.
         chunk_counts = np.zeros(k_count)
         chunk_sums = np.zeros((k_count, d))
-        chunk_outer = np.zeros((k_count, d, d))
+        chunk_outer = np.zeros((k_count, n_pairs))
+        products = np.empty(n_pairs)
         stop = min(n, (c + 1) * CHUNK_ROWS)
         for i in range(c * CHUNK_ROWS, stop):
+            p = 0
+            for a in range(d):
+                for b in range(a + 1):
+                    products[p] = X[i, a] * X[i, b]
+                    p += 1
             for k in range(k_count):
                 r = resp[i, k]
                 chunk_counts[k] += r
                 for a in range(d):
-                    rx = r * X[i, a]
-                    chunk_sums[k, a] += rx
-                    for b in range(a + 1):
-                        chunk_outer[k, a, b] += rx * X[i, b]
+                    chunk_sums[k, a] += r * X[i, a]
+                for p in range(n_pairs):
+                    chunk_outer[k, p] += r * products[p]
         part_counts[c] = chunk_counts
         part_sums[c] = chunk_sums
         part_outer[c] = chunk_outer
     counts = np.zeros(k_count)
     sums = np.zeros((k_count, d))
-    outer = np.zeros((k_count, d, d))
+    packed = np.zeros((k_count, n_pairs))
     for c in range(n_chunks):
         counts += part_counts[c]
         sums += part_sums[c]
-        outer += part_outer[c]
+        packed += part_outer[c]
+    outer = np.zeros((k_count, d, d))
     for k in range(k_count):
+        p = 0
         for a in range(d):
-            for b in range(a):
-                outer[k, b, a] = outer[k, a, b]
+            for b in range(a + 1):
+                outer[k, a, b] = packed[k, p]
+                outer[k, b, a] = packed[k, p]
+                p += 1
     return counts, sums, outer
