@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -161,3 +162,18 @@ def test_plot_in_missing_directory(tmp_path, capsys):
     code = cli.main(["gmm", str(csv_path), "-k", "2", "--plot", str(tmp_path / "no" / "x.png")])
     assert code == 2
     assert "cannot write --plot file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["linreg", "stackloss.csv", "--target", "stack.loss", "--exact", "4"],
+    ["mixture", "iris.csv", "--family", "gaussian-diag", "-k", "3", "--n-init", "1"],
+], ids=["linreg", "mixture"])
+def test_catalogue_subcommands_write_png(argv, tmp_path, capsys):
+    from fg_influence.datasets import __file__ as datasets_init
+
+    data_folder = Path(datasets_init).parent / "data"
+    plot_path = tmp_path / "report.png"
+    argv = [argv[0], str(data_folder / argv[1]), *argv[2:], "--plot", str(plot_path)]
+    assert cli.main(argv) == 0
+    assert f"Wrote {plot_path}" in capsys.readouterr().out
+    _assert_png(plot_path)

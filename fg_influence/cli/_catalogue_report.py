@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._csv import ROW_LABEL_COLUMN, numeric_column, read_csv_table
-from ._mixture_report import progress_bar
+from ._mixture_report import _check_output_path, progress_bar
 
 
 def add_missing_option(parser) -> None:
@@ -80,18 +80,14 @@ def _read_loose(path, header):
         return read_csv_table(path, header, missing="drop")
 
 
-def reject_plot(args) -> None:
-    if getattr(args, "plot", None) is not None:
-        raise ValueError(f"--plot is not available for the {args.command} subcommand; leave it out")
-
-
 def finite_or_none(value):
     return float(value) if np.isfinite(value) else None
 
 
 def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], extra: dict[str, np.ndarray],
            top: int, exact, json_path: Path | None, title: str, model_document: dict, summary: list[str],
-           row_vectors: dict[str, np.ndarray] | None = None, out=None) -> dict:
+           row_vectors: dict[str, np.ndarray] | None = None, out=None,
+           plot_path: Path | None = None) -> dict:
     """Rank rows, optionally refit, print the table and write the JSON document; return the document.
 
     ``shown`` contains data columns printed beside each top row, and ``extra``
@@ -101,6 +97,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
     out = sys.stdout if out is None else out
     if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
         raise ValueError(f"cannot write --json file {json_path}: it is a directory or its directory is missing")
+    _check_output_path(plot_path, "--plot")
     start = time.perf_counter()
     kl = result.kl
     loo = result.loo_log_predictive
@@ -162,4 +159,10 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
         except OSError as error:
             raise ValueError(f"could not write --json file {json_path}: {error.strerror or error}") from None
         print(f"Wrote {json_path}", file=out)
+    if plot_path is not None:
+        from ..plotting import save_report
+
+        result.row_labels = labels
+        save_report(result, plot_path)
+        print(f"Wrote {plot_path}", file=out)
     return document

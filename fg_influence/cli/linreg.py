@@ -12,7 +12,6 @@ from ._catalogue_report import (
     default_numeric_columns,
     numeric_matrix,
     read_columns,
-    reject_plot,
     report,
     split_columns,
 )
@@ -42,7 +41,6 @@ def register(commands) -> None:
 
 
 def run(args) -> None:
-    reject_plot(args)
     covariates = split_columns(args.columns)
     if covariates is None:
         covariates = default_numeric_columns(args.file, [args.target], args.missing)
@@ -75,7 +73,7 @@ def run(args) -> None:
     }
     report(model=model, result=result, labels=labels,
            shown={name: table[name] for name in covariates + [args.target]}, extra=extra,
-           top=args.top, exact=args.exact, json_path=args.json,
+           top=args.top, exact=args.exact, json_path=args.json, plot_path=args.plot,
            title=f"{args.file}: linear regression of {args.target} on {', '.join(covariates)}",
            model_document=document, summary=summary, row_vectors={"coef_shift": shift})
 

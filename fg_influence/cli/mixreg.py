@@ -10,7 +10,6 @@ from ._catalogue_report import (
     default_numeric_columns,
     numeric_matrix,
     read_columns,
-    reject_plot,
     report,
     split_columns,
 )
@@ -38,7 +37,6 @@ def register(commands) -> None:
 
 
 def run(args) -> None:
-    reject_plot(args)
     covariates = split_columns(args.columns)
     if covariates is None:
         covariates = default_numeric_columns(args.file, [args.target], args.missing)
@@ -70,7 +68,7 @@ def run(args) -> None:
         "converged": model.converged_,
     }
     report(model=model, result=result, labels=labels, shown={name: table[name] for name in covariates + [args.target]},
-           extra={}, top=args.top, exact=args.exact, json_path=args.json,
+           extra={}, top=args.top, exact=args.exact, json_path=args.json, plot_path=args.plot,
            title=f"{args.file}: mixture of {args.components} regressions of {args.target} on "
                  f"{', '.join(covariates)}",
            model_document=document, summary=summary)

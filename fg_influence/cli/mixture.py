@@ -13,7 +13,6 @@ from ._catalogue_report import (
     header_of,
     numeric_matrix,
     read_columns,
-    reject_plot,
     report,
     split_columns,
 )
@@ -66,7 +65,6 @@ def encode_categories(table: dict[str, list[str]], columns: list[str], max_categ
 
 
 def run(args) -> None:
-    reject_plot(args)
     columns = split_columns(args.columns)
     if columns is None:
         if args.family == "categorical":
@@ -98,7 +96,7 @@ def run(args) -> None:
         "converged": model.converged_,
     }
     report(model=model, result=result, labels=labels, shown={name: table[name] for name in columns}, extra={},
-           top=args.top, exact=args.exact, json_path=args.json,
+           top=args.top, exact=args.exact, json_path=args.json, plot_path=args.plot,
            title=f"{args.file}: {args.family} mixture with K = {args.components} on {', '.join(columns)}",
            model_document=document, summary=summary)
 
