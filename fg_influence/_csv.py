@@ -7,12 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-#: Column that R's write.csv uses for row labels; never treated as data.
+#: Column of row labels, as in the bundled faithful.csv. It is never treated as
+#: data, because the default selection skips it and ``columns`` must not name it.
 ROW_LABEL_COLUMN = "rownames"
 
 
 def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Read numeric columns of a CSV file with a header row.
+
+    The file is decoded as UTF-8, skipping a leading byte order mark.
 
     Parameters
     ----------
@@ -27,16 +30,40 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
     columns : list of str
     row_labels : list of str
         The ``rownames`` column if present, else 1-based row numbers.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, unreadable, not UTF-8, has no data rows, has
+        rows of the wrong length or repeated header names, or if a requested
+        column is unknown, ``rownames``, not numeric or not finite.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass the path of a CSV file")
     if not path.is_file():
         raise ValueError(f"CSV file not found: {path}")
-    with path.open(newline="") as handle:
-        rows = list(csv.reader(handle))
+    try:
+        # utf-8-sig drops the byte order mark that spreadsheet programs often
+        # write. Read as plain UTF-8, the mark would join the first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.reader(handle))
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"CSV file {path} is not valid UTF-8 ({error.reason}); "
+            f"save it with UTF-8 encoding"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"could not read CSV file {path}: {error.strerror or error}") from None
     rows = [row for row in rows if row]
     if not rows:
         raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
     header, body = [name.strip() for name in rows[0]], rows[1:]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"CSV file {path} repeats the header name(s) {repeated}; give every column a unique name"
+        )
     if not body:
         raise ValueError(f"CSV file {path} has a header but no data rows")
     for number, row in enumerate(body, start=2):
@@ -58,6 +85,11 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
             raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
         if len(set(columns)) != len(columns):
             raise ValueError(f"--columns lists a column twice: {columns}")
+        if ROW_LABEL_COLUMN in columns:
+            raise ValueError(
+                f"column {ROW_LABEL_COLUMN!r} of {path} contains row labels, not data; "
+                f"remove it from --columns"
+            )
 
     data = np.empty((len(body), len(columns)))
     for j, name in enumerate(columns):
@@ -70,6 +102,11 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
                     f"column {name!r} of {path} must be numeric, but row {labels[i]} has {shown!r}; "
                     f"choose numeric columns with --columns or clean the file"
                 ) from None
+            if not np.isfinite(data[i, j]):
+                raise ValueError(
+                    f"column {name!r} of {path} must contain only finite values, but row "
+                    f"{labels[i]} has {text!r}; remove or impute missing values first"
+                )
     return data, list(columns), list(labels)
 
 

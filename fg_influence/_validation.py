@@ -191,8 +191,24 @@ def column_names_of(value) -> list[str] | None:
 MAX_DATA_MAGNITUDE = 1e100
 
 
+#: Smallest non-zero spread accepted for such data: squared deviations below
+#: about 1e-308 underflow, so a spread below 1e-100 loses the data's shape.
+MIN_DATA_SPREAD = 1e-100
+
+
 def check_magnitude(array: np.ndarray, name: str, limit: float = MAX_DATA_MAGNITUDE) -> None:
-    """Raise ValueError if a finite array has an entry larger than ``limit`` in magnitude."""
+    """Raise ValueError if a finite array has an entry larger than ``limit`` in magnitude,
+    or a column whose non-zero spread is so small that its squares underflow."""
+    if array.ndim == 2 and array.shape[0] > 1:
+        spread = np.max(np.abs(array - array.mean(axis=0)), axis=0)
+        tiny = (spread > 0) & (spread < MIN_DATA_SPREAD)
+        if np.any(tiny):
+            column = int(np.flatnonzero(tiny)[0])
+            raise ValueError(
+                f"{name} column {column} varies by only {spread[column]:g}, below "
+                f"{MIN_DATA_SPREAD:g}, so its squared deviations underflow in float64. Rescale "
+                f"the data, for example divide each column by its standard deviation"
+            )
     if array.size and np.max(np.abs(array)) > limit:
         bad = np.unravel_index(np.argmax(np.abs(array)), array.shape)
         raise ValueError(

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 from scipy.stats import spearmanr
 
-from .._validation import check_int
+from .._validation import check_int, check_site_indices
 from ..exceptions import ImproperDivisionWarning
 from ..inference.posterior import Posterior
 from . import closed_form
@@ -182,9 +182,9 @@ class InfluenceResult:
             count = check_int(sites, "sites", minimum=1, maximum=self.n_sites)
             chosen = self.top(count)
         else:
-            chosen = np.asarray(sites)
-        values, _ = exact_kl(self.posterior, [[int(i)] for i in np.atleast_1d(chosen)], progress=progress)
-        self.exact_sites = np.atleast_1d(chosen).astype(np.int64)
+            chosen = check_site_indices(sites, self.n_sites, "sites")
+        values, _ = exact_kl(self.posterior, [[int(i)] for i in chosen], progress=progress)
+        self.exact_sites = np.asarray(chosen, dtype=np.int64)
         self.exact_kl = values
         return self
 
