@@ -74,6 +74,70 @@ def load_sleepstudy() -> Dataset:
     )
 
 
+def _read_rows(filename: str) -> tuple[list[str], list[list[str]]]:
+    with resources.files(__package__).joinpath(f"data/{filename}").open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    return rows[0], rows[1:]
+
+
+def load_iris() -> Dataset:
+    """Fisher's iris measurements (150 rows, R's ``datasets::iris``), numeric columns only.
+
+    Columns: ``Sepal.Length``, ``Sepal.Width``, ``Petal.Length`` and
+    ``Petal.Width`` (cm). The species column (50 rows each of setosa,
+    versicolor and virginica, in that order) is left out.
+    """
+    header, body = _read_rows("iris.csv")
+    return Dataset(
+        data=np.array([[float(value) for value in row[1:5]] for row in body]),
+        columns=tuple(header[1:5]),
+        row_labels=tuple(row[0] for row in body),
+        description="Fisher's iris: sepal and petal length and width (cm) of three species",
+    )
+
+
+def load_galaxies() -> Dataset:
+    """Velocities of 82 galaxies in the Corona Borealis region (Roeder 1990, R's ``MASS::galaxies``).
+
+    One column, ``dat`` (velocity, km/s); ``data`` has shape (82, 1).
+    """
+    header, body = _read_rows("galaxies.csv")
+    return Dataset(
+        data=np.array([[float(row[1])] for row in body]),
+        columns=(header[1],),
+        row_labels=tuple(row[0] for row in body),
+        description="Galaxy velocities (km/s) in the Corona Borealis region",
+    )
+
+
+@dataclass(frozen=True)
+class MaskedDataset(Dataset):
+    """A numeric table with missing values stored as NaN and a mask of the complete rows."""
+
+    complete: np.ndarray
+
+
+def load_penguins() -> MaskedDataset:
+    """Palmer penguins (344 rows, R's ``palmerpenguins::penguins``), numeric measurements only.
+
+    Columns: ``bill_length_mm``, ``bill_depth_mm``, ``flipper_length_mm`` and
+    ``body_mass_g``. Missing values are NaN; ``complete`` is True for the
+    rows that have all four, so ``data[complete]`` is ready to fit.
+    """
+    header, body = _read_rows("penguins.csv")
+    columns = ("bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g")
+    positions = [header.index(name) for name in columns]
+    data = np.array([[float(row[j]) if row[j] not in ("", "NA") else np.nan for j in positions]
+                     for row in body])
+    return MaskedDataset(
+        data=data,
+        columns=columns,
+        row_labels=tuple(row[0] for row in body),
+        description="Palmer penguins: bill length and depth, flipper length (mm) and body mass (g)",
+        complete=~np.isnan(data).any(axis=1),
+    )
+
+
 def load_epil() -> Dataset:
     """Seizure counts of 59 epilepsy patients over 4 two-week periods (R's ``MASS::epil``).
 
@@ -128,7 +192,8 @@ def load_nile() -> Dataset:
     )
 
 
-__all__ = ["Dataset", "load_faithful", "load_radon", "load_sleepstudy",
+__all__ = ["Dataset", "MaskedDataset", "load_faithful", "load_galaxies", "load_iris", "load_penguins",
+           "load_radon", "load_sleepstudy",
            "load_epil", "load_chickweight", "load_nile"]
 
 # Imported last because these loaders build on Dataset above.
