@@ -405,12 +405,23 @@ class ResponseSystem:
         return self.resp[sites][:, :, None] * self.features[sites][:, None, :]
 
     def response_term(self, sites) -> np.ndarray:
-        """-M s_i for the given sites, shape (n, K, Q), skipping responsibilities below RESP_TOL."""
+        """-M s_i for the given sites, shape (n, K, Q).
+
+        When few responsibilities exceed RESP_TOL, only those enter the product.
+        """
         sites = np.asarray(sites)
         k_count, q = self.n_categories, self.block_size
-        out = np.zeros((sites.size, k_count * q))
         resp = self.resp[sites]
         features = self.features[sites]
+        active_pairs = np.count_nonzero(resp > RESP_TOL)
+
+        # One wide product is several times faster in BLAS than K narrow
+        # ones, so the per-component products pay off only when few
+        # (site, component) pairs are active.
+        if active_pairs > 0.25 * resp.size:
+            messages = (resp[:, :, None] * features[:, None, :]).reshape(sites.size, k_count * q)
+            return -(messages @ self.response.T).reshape(sites.size, k_count, q)
+        out = np.zeros((sites.size, k_count * q))
         for k in range(k_count):
             active = np.flatnonzero(resp[:, k] > RESP_TOL)
             if active.size == 0:
@@ -477,31 +488,33 @@ def response_blocks(posterior: Posterior) -> tuple[str, list[ResponseBlock]]:
     return local, blocks
 
 
-def assemble_missing_information(resp: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """V = sum_j Phi_j C_j Phi_j^T in category-block layout, shape (K Q, K Q).
+def assemble_missing_information(resp: np.ndarray, features: np.ndarray,
+                                  chunk_sites: int = CHUNK_SITES) -> np.ndarray:
+    """Assemble V = sum_j Phi_j C_j Phi_j^T in category-block layout, shape (K Q, K Q).
 
-    Block (k, l) is sum_j C_j[k, l] f_j f_j^T, with C_j[k, k] computed as
-    r_jk * sum_{l != k} r_jl to avoid cancellation in r_jk (1 - r_jk). Sites
-    whose weight is below RESP_TOL are skipped.
+    With C_j = diag(r_j) - r_j r_j^T this is the block-diagonal
+    sum_j r_jk f_j f_j^T minus S^T S, where row j of S is s_j. Both are
+    computed as wide matrix products over chunks of sites, because products
+    with a long inner dimension and a small (Q, Q) output run far below peak
+    in BLAS. Sites whose second-largest responsibility is at most RESP_TOL
+    have every entry of C_j below about K * RESP_TOL and are skipped.
     """
     n_sites, k_count = resp.shape
     q = features.shape[1]
-    v = np.zeros((k_count, q, k_count, q))
-    total = resp.sum(axis=1)
+    size = k_count * q
+    v = np.zeros((size, size))
+    diagonal = np.zeros((q, size))
+    second = np.sort(resp, axis=1)[:, -2] if k_count > 1 else np.zeros(n_sites)
+    ambiguous = np.flatnonzero(second > RESP_TOL)
+    for start in range(0, ambiguous.size, chunk_sites):
+        rows = ambiguous[start:start + chunk_sites]
+        messages = (resp[rows][:, :, None] * features[rows][:, None, :]).reshape(rows.size, size)
+        v -= messages.T @ messages
+        diagonal += features[rows].T @ messages
     for k in range(k_count):
-        for l in range(k, k_count):
-            if k == l:
-                weight = resp[:, k] * (total - resp[:, k])
-            else:
-                weight = -resp[:, k] * resp[:, l]
-            active = np.flatnonzero(np.abs(weight) > RESP_TOL)
-            if active.size == 0:
-                continue
-            block = features[active].T @ (weight[active, None] * features[active])
-            v[k, :, l, :] = block
-            if l != k:
-                v[l, :, k, :] = block.T
-    return v.reshape(k_count * q, k_count * q)
+        block = slice(k * q, (k + 1) * q)
+        v[block, block] += diagonal[:, block]
+    return 0.5 * (v + v.T)
 
 
 def build_response_system(posterior: Posterior, *, warn: bool = True) -> ResponseSystem:
