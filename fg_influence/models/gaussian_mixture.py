@@ -14,6 +14,21 @@ from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
 
 
+#: Range of the scalar priors. A value below 1e-10 is lost in rounding when added to
+#: the data counts (beta0 + r - r can be exactly 0), and one above 1e10 overflows in
+#: beta0 m m^T or swamps the data.
+PRIOR_RANGE = (1e-10, 1e10)
+
+
+def _check_prior_range(value: float, name: str, low: float = 0.0) -> None:
+    smallest, largest = PRIOR_RANGE
+    if not (value - low >= smallest and value <= largest):
+        raise ValueError(
+            f"{name} must be between {low + smallest:g} and {largest:g}, got {value:g}; values "
+            f"outside this range are lost in rounding against the data counts or overflow"
+        )
+
+
 class GaussianMixture:
     """Gaussian mixture fitted by CAVI, with leave-one-out influence of every row.
 
@@ -121,10 +136,13 @@ class GaussianMixture:
         alpha0 = 1.0 / k if self.weight_concentration_prior is None else check_real(
             self.weight_concentration_prior, "weight_concentration_prior", low=0.0)
         beta0 = check_real(self.mean_precision_prior, "mean_precision_prior", low=0.0)
+        _check_prior_range(alpha0, "weight_concentration_prior")
+        _check_prior_range(beta0, "mean_precision_prior")
         if self.mean_prior is None:
             m0 = X.mean(axis=0)
         else:
             m0 = as_float_array(self.mean_prior, "mean_prior", ndim=1, shape=(d,))
+            check_magnitude(m0, "mean_prior")
         nu0 = float(d) if self.degrees_of_freedom_prior is None else check_real(
             self.degrees_of_freedom_prior, "degrees_of_freedom_prior")
         if nu0 <= d - 1:
@@ -132,12 +150,14 @@ class GaussianMixture:
                 f"degrees_of_freedom_prior must be greater than D - 1 = {d - 1} for a proper "
                 f"Wishart prior, got {nu0}; use at least {d}"
             )
+        _check_prior_range(nu0, "degrees_of_freedom_prior", low=d - 1)
         if self.covariance_prior is None:
             cov0 = np.atleast_2d(np.cov(X, rowvar=False)) if n > 1 else np.eye(d)
             if not np.all(np.linalg.eigvalsh(cov0) > 0):
                 cov0 = cov0 + np.eye(d) * max(1e-6, 1e-6 * np.trace(cov0) / d)
         else:
             cov0 = as_float_array(self.covariance_prior, "covariance_prior", ndim=2, shape=(d, d))
+            check_magnitude(cov0, "covariance_prior")
             if not np.allclose(cov0, cov0.T) or np.any(np.linalg.eigvalsh(0.5 * (cov0 + cov0.T)) <= 0):
                 raise ValueError(
                     "covariance_prior must be a symmetric positive definite (D, D) matrix; "
