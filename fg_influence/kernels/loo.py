@@ -23,14 +23,6 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True)
-def _multi_lgamma(a, d):
-    total = d * (d - 1) / 4.0 * math.log(math.pi)
-    for j in range(1, d + 1):
-        total += math.lgamma(a + (1.0 - j) / 2.0)
-    return total
-
-
 #: Dimensions above which ``_multi_lgamma_downdate`` sums D lgamma terms directly.
 _RECURSION_MAX_DIM = 200
 
@@ -98,6 +90,12 @@ def _lgamma_half_shift(x, d):
     return total + math.log(product)
 
 
+#: Below this value of r (1 + q), a component's KL term is skipped: the
+#: term is O((r (1 + q))^2) while evaluating it costs an absolute rounding
+#: error of about 1e-16 ln Gamma(nu / 2), far larger.
+NEGLIGIBLE_WEIGHT = 1e-10
+
+
 @njit(cache=True, parallel=True)
 def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, d, improper):
     """KL(q || q without site i) summed over components, shape (N,).
@@ -130,6 +128,10 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, d, im
             one_minus = 1.0 - c * q[i, k]
             if one_minus <= 0.0:
                 improper[i] = True
+                continue
+            # The term is second order in r, about (r (1 + q))^2, so below this
+            # cut-off it is smaller than the rounding error of evaluating it.
+            if r * (1.0 + q[i, k]) < NEGLIGIBLE_WEIGHT:
                 continue
             # KL between the Wishart marginals, written with
             # ln|W'^-1 W| = ln(1 - c q) and tr(W'^-1 W) = D - c q.
@@ -217,13 +219,14 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
                 t_dof = nu_new + 1.0 - d
                 ratio = beta[k] / b_new
                 mahal_w = ratio * ratio * q[i, k] / one_minus
-                precision_scale = t_dof * b_new / (1.0 + b_new)
-                logdet = d * math.log(precision_scale) + logdet_scale[k] - math.log(one_minus)
-                delta2 = precision_scale * mahal_w
-                # ln Gamma((t + D) / 2) - ln Gamma(t / 2) - (D / 2) ln(t pi)
+                shrink = b_new / (1.0 + b_new)
+                # delta2 / t = (precision scale / t) * mahal_w with precision scale = t * shrink.
+                delta2_over_t = shrink * mahal_w
+                # ln Gamma((t + D) / 2) - ln Gamma(t / 2) - (D / 2) ln(t pi) + ln|precision| / 2,
+                # where ln|precision| = D ln(t shrink) + ln|W| - ln(1 - c q), so the ln t terms cancel.
                 log_t = (_lgamma_half_shift(0.5 * t_dof, dim) + log_norm_const
-                         - 0.5 * d * math.log(t_dof) + 0.5 * logdet
-                         - 0.5 * (t_dof + d) * math.log1p(delta2 / t_dof))
+                         + 0.5 * (d * math.log(shrink) + logdet_scale[k] - math.log(one_minus))
+                         - 0.5 * (t_dof + d) * math.log1p(delta2_over_t))
                 terms[k] = math.log(alpha[k] - r) + log_t
                 if terms[k] > top:
                     top = terms[k]
