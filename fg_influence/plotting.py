@@ -133,9 +133,17 @@ def plot_index(result, measure: str = "kl", *, top: int = 5, ax=None):
     return ax
 
 
-def _observed_data(result) -> np.ndarray:
+def _observed_data(result) -> np.ndarray | None:
+    """The observed arrays side by side when each has one row per site, else None.
+
+    Models whose sites are groups, sequences or documents store several rows
+    per site, which have no single point to draw.
+    """
     observed = result.posterior.graph.variables_of_role("observed")
-    return np.hstack([variable.data for variable in observed])
+    arrays = [np.asarray(variable.data) for variable in observed]
+    if not arrays or any(a.ndim != 2 or a.shape[0] != result.n_sites for a in arrays):
+        return None
+    return np.hstack(arrays)
 
 
 def _gaussian_components(result, dim: int):
@@ -185,6 +193,11 @@ def plot_data(result, measure: str = "kl", *, top: int = 5, column_names=None, a
     matplotlib = _require_matplotlib()
     values = measure_values(result, measure)
     X = _observed_data(result)
+    if X is None:
+        raise ValueError(
+            "plot_data needs one data row per site, but this model's sites (groups, sequences or "
+            "documents) span several rows; use plot_index instead"
+        )
     ax = _new_axes(ax)
     dim = X.shape[1]
     components = _gaussian_components(result, dim)
@@ -295,6 +308,8 @@ def plot_calibration(result, *, ax=None):
 def save_report(result, path, *, measure: str = "kl", top: int = 5, column_names=None, dpi: int = 110):
     """Draw the index, data and (after exact refits) calibration plots into one PNG file.
 
+    The data panel is left out for models whose sites span several rows.
+
     Uses a standalone Matplotlib figure with the Agg canvas, so it works
     without a display and leaves pyplot's state alone.
 
@@ -320,14 +335,17 @@ def save_report(result, path, *, measure: str = "kl", top: int = 5, column_names
 
     measure_values(result, measure)
     path = Path(path)
-    panels = 3 if result.exact_sites.size >= 2 else 2
+    draw_data = _observed_data(result) is not None
+    draw_calibration = result.exact_sites.size >= 2
+    panels = 1 + int(draw_data) + int(draw_calibration)
     figure = Figure(figsize=(5.2 * panels, 4.4), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = figure.subplots(1, panels)
-    plot_index(result, measure, top=top, ax=axes[0])
-    plot_data(result, measure, top=top, column_names=column_names, ax=axes[1])
-    if panels == 3:
-        plot_calibration(result, ax=axes[2])
+    axes = list(np.atleast_1d(figure.subplots(1, panels)))
+    plot_index(result, measure, top=top, ax=axes.pop(0))
+    if draw_data:
+        plot_data(result, measure, top=top, column_names=column_names, ax=axes.pop(0))
+    if draw_calibration:
+        plot_calibration(result, ax=axes.pop(0))
     try:
         figure.savefig(path, format="png", dpi=dpi)
     except OSError as error:

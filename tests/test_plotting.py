@@ -167,7 +167,10 @@ def test_plot_in_missing_directory(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [
     ["linreg", "stackloss.csv", "--target", "stack.loss", "--exact", "4"],
     ["mixture", "iris.csv", "--family", "gaussian-diag", "-k", "3", "--n-init", "1"],
-], ids=["linreg", "mixture"])
+    ["hierarchical", "radon.csv", "--target", "log.radon", "--group", "county", "--columns", "basement",
+     "--exact", "3"],
+    ["factor-analysis", "iris.csv", "--factors", "1", "--columns", "Sepal.Length,Sepal.Width,Petal.Length"],
+], ids=["linreg", "mixture", "hierarchical", "factor-analysis"])
 def test_catalogue_subcommands_write_png(argv, tmp_path, capsys):
     from fg_influence.datasets import __file__ as datasets_init
 

@@ -14,6 +14,7 @@ from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import exact_count, positive_int
+from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
 MISSING = {"", "NA", "NaN", "nan"}
@@ -41,6 +42,7 @@ def register(commands) -> None:
                              "(slow: each refit runs CAVI to tol 1e-12)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write the posterior and one record per row to this JSON file")
+    add_plot_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -97,6 +99,7 @@ def _is_number(text: str) -> bool:
 def run(args, out=None) -> dict:
     out = sys.stdout if out is None else out
     _check_json_path(args.json)
+    check_plot_path(args.plot)
     columns = None
     if args.columns is not None:
         columns = [name.strip() for name in args.columns.split(",")]
@@ -165,4 +168,5 @@ def run(args, out=None) -> dict:
         except OSError as error:
             raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
         print(f"Wrote {args.json}", file=out)
+    write_plot(result, args.plot, out)
     return document

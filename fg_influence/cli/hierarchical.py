@@ -14,6 +14,7 @@ from .._csv import read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import exact_count, positive_int
+from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
 def register(commands) -> None:
@@ -39,6 +40,7 @@ def register(commands) -> None:
                              "groups, and report the agreement with the estimates (default: no refits)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write the posterior and one record per group to this JSON file")
+    add_plot_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -72,6 +74,7 @@ def _parse_predictors(text: str | None) -> list[str]:
 def run(args, out=None) -> dict:
     out = sys.stdout if out is None else out
     _check_json_path(args.json)
+    check_plot_path(args.plot)
     predictors = _parse_predictors(args.columns)
     if args.target in predictors or args.group in predictors or args.target == args.group:
         raise ValueError("--target, --group and --columns must name different columns")
@@ -112,6 +115,7 @@ def run(args, out=None) -> dict:
         except OSError as error:
             raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
         print(f"Wrote {args.json}", file=out)
+    write_plot(result, args.plot, out)
     return document
 
 

@@ -13,6 +13,7 @@ from ..datasets.stdlib_docstrings import load_stdlib_docstrings
 from ..models.lda import LatentDirichletAllocation
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import exact_count, non_negative_int, positive_int
+from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
 def register(commands) -> None:
@@ -42,12 +43,14 @@ def register(commands) -> None:
                         help="random seed of the starting topics (default 0)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write the topics and one record per document to this JSON file")
+    add_plot_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args, out=None) -> dict:
     out = sys.stdout if out is None else out
     _check_json_path(args.json)
+    check_plot_path(args.plot)
     start = time.perf_counter()
     corpus = load_stdlib_docstrings(max_vocabulary=args.vocabulary, max_documents=args.max_documents)
     n_documents, n_words = corpus.counts.shape
@@ -97,4 +100,5 @@ def run(args, out=None) -> dict:
         except OSError as error:
             raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
         print(f"Wrote {args.json}", file=out)
+    write_plot(result, args.plot, out)
     return document
