@@ -29,7 +29,7 @@ def progress_bar(total: int):
 
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
-                title: str, out=None, plot_path: Path | None = None) -> dict:
+                title: str, out=None, plot_path: Path | None = None, method: str = "division") -> dict:
     """Fit, rank and report to ``out`` (default: the current ``sys.stdout``); return the JSON document."""
     # Looked up at call time, because a default of sys.stdout would be bound at
     # import and ignore later redirection such as contextlib.redirect_stdout.
@@ -44,7 +44,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
     X = (data - center) / scale
 
     model = GaussianMixture(components, n_init=n_init, random_state=seed).fit(X)
-    result = model.influence()
+    result = model.influence(method=method)
     fit_seconds = time.perf_counter() - start
 
     if exact is not None:

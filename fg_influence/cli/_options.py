@@ -20,6 +20,15 @@ def exact_count(text: str):
     return "all" if text == "all" else positive_int(text)
 
 
+def add_method_option(parser: argparse.ArgumentParser) -> None:
+    """--method, for subcommands whose model offers the linear-response correction."""
+    parser.add_argument("--method", choices=("division", "linear-response"), default="division",
+                        help="how to estimate the posterior without each row: 'division' holds the "
+                             "other rows' responsibilities fixed; 'linear-response' adds their "
+                             "first-order response, which is closer to exact refits where "
+                             "components overlap (default: division)")
+
+
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
     parser.add_argument("--top", type=positive_int, default=10, metavar="N",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..datasets import load_faithful
 from ._mixture_report import run_mixture
-from ._options import add_report_options
+from ._options import add_method_option, add_report_options
 
 
 def register(commands) -> None:
@@ -17,6 +17,7 @@ def register(commands) -> None:
                     "272 rows.",
     )
     add_report_options(parser)
+    add_method_option(parser)
     parser.set_defaults(exact="all", handler=run)
 
 
@@ -25,6 +26,6 @@ def run(args) -> None:
     run_mixture(
         dataset.data, list(dataset.columns), list(dataset.row_labels), components=2,
         standardize=True, top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init,
-        json_path=args.json, plot_path=args.plot,
+        json_path=args.json, plot_path=args.plot, method=args.method,
         title="Old Faithful (272 eruptions), Gaussian mixture with K = 2 on standardised data",
     )

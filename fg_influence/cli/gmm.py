@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._csv import read_numeric_csv
 from ._mixture_report import run_mixture
-from ._options import add_report_options, positive_int
+from ._options import add_method_option, add_report_options, positive_int
 
 
 def register(commands) -> None:
@@ -27,6 +27,7 @@ def register(commands) -> None:
                         help="centre each column and divide by its standard deviation before fitting; "
                              "printed values stay in the file's units")
     add_report_options(parser)
+    add_method_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -36,6 +37,6 @@ def run(args) -> None:
     run_mixture(
         data, columns, labels, components=args.components, standardize=args.standardize,
         top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
-        plot_path=args.plot,
+        plot_path=args.plot, method=args.method,
         title=f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)}",
     )
