@@ -180,6 +180,10 @@ def dirichlet_downdate_kl(alpha, resp, expected_log, improper):
     return out
 
 
+#: Below this value of r (1 + q), the LOO predictive density uses a
+#: component's undivided Student-t term, which then agrees to rounding.
+UNDIVIDED_WEIGHT = 1e-15
+
 #: Rows per block in kernels that need a per-row scratch array of length K.
 BLOCK_ROWS = 1024
 
@@ -200,6 +204,18 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
     total_alpha = 0.0
     for k in range(k_count):
         total_alpha += alpha[k]
+    # Per-component constants of the undivided term (r = 0), used where
+    # r (1 + q) < UNDIVIDED_WEIGHT: there the divided term differs from it by
+    # O(r (1 + q)) relative, below float64 rounding.
+    full_shrink = np.empty(k_count)
+    full_exponent = np.empty(k_count)
+    full_constant = np.empty(k_count)
+    for k in range(k_count):
+        t_full = dof[k] + 1.0 - d
+        full_shrink[k] = beta[k] / (1.0 + beta[k])
+        full_exponent[k] = 0.5 * (t_full + d)
+        full_constant[k] = (_lgamma_half_shift(0.5 * t_full, dim) + log_norm_const
+                            + 0.5 * (d * math.log(full_shrink[k]) + logdet_scale[k]) + math.log(alpha[k]))
     out = np.zeros(n)
     n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
     for block in prange(n_blocks):
@@ -212,6 +228,11 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
             for k in range(k_count):
                 r = resp[i, k]
                 removed += r
+                if r * (1.0 + q[i, k]) < UNDIVIDED_WEIGHT:
+                    terms[k] = full_constant[k] - full_exponent[k] * math.log1p(full_shrink[k] * q[i, k])
+                    if terms[k] > top:
+                        top = terms[k]
+                    continue
                 b_new = beta[k] - r
                 nu_new = dof[k] - r
                 c = beta[k] * r / b_new
