@@ -134,7 +134,7 @@ def plot_index(result, measure: str = "kl", *, top: int = 5, ax=None):
 
 
 def _observed_data(result) -> np.ndarray | None:
-    """The observed arrays side by side when each has one row per site, else None.
+    """Stack the observed arrays side by side when each has one row per site, else return None.
 
     Models whose sites are groups, sequences or documents store several rows
     per site, which have no single point to draw.
