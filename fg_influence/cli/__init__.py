@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Invalid input gives exit code 2 and one error line on stderr. Usage
+    errors found by argparse raise SystemExit(2) from ``parse_args`` instead.
+    """
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)

@@ -30,10 +30,14 @@ def progress_bar(total: int):
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
                 title: str, out=None, plot_path: Path | None = None, method: str = "division") -> dict:
-    """Fit, rank and report to ``out`` (default: the current ``sys.stdout``); return the JSON document."""
+    """Fit, rank and print the report to ``out`` (default: the current ``sys.stdout``).
+
+    Returns the JSON document, which is also written to ``json_path`` when given.
+    """
     # Looked up at call time, because a default of sys.stdout would be bound at
     # import and ignore later redirection such as contextlib.redirect_stdout.
     out = sys.stdout if out is None else out
+    _check_json_path(json_path)
     _check_output_path(plot_path, "--plot")
     start = time.perf_counter()
     center = data.mean(axis=0) if standardize else np.zeros(data.shape[1])
@@ -140,7 +144,7 @@ def _finite_or_none(value: float):
 
 
 def _json_accuracy(accuracy: dict | None) -> dict | None:
-    """The accuracy summary with NaN or infinite values as null, which strict JSON requires."""
+    """Replace NaN or infinite accuracy values with None, because strict JSON has no NaN."""
     if accuracy is None:
         return None
     return {key: _finite_or_none(value) if isinstance(value, float) else value
@@ -205,14 +209,3 @@ def _check_json_path(path: Path | None) -> None:
         raise ValueError(
             f"cannot write --json file {path}: directory {path.parent} not found; create it first"
         )
-
-
-def _parse_columns(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    columns = [name.strip() for name in text.split(",")]
-    if "" in columns:
-        raise ValueError(
-            f"--columns must be comma-separated column names without empty entries, got {text!r}"
-        )
-    return columns

@@ -16,6 +16,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def exact_count(text: str):
     return "all" if text == "all" else positive_int(text)
 
@@ -36,7 +46,7 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
                         help="refit without each of the N rows of largest estimated KL, or 'all' "
                              "rows, and report the agreement with the estimates (default: no refits)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="random seed for the k-means start of CAVI (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")

@@ -31,9 +31,20 @@ def register(commands) -> None:
     parser.set_defaults(handler=run)
 
 
+def parse_columns(text: str | None) -> list[str] | None:
+    """Split the --columns value at commas, or return None when the option is absent."""
+    if text is None:
+        return None
+    columns = [name.strip() for name in text.split(",")]
+    if "" in columns:
+        raise ValueError(
+            f"--columns must be comma-separated column names without empty entries, got {text!r}"
+        )
+    return columns
+
+
 def run(args) -> None:
-    columns = None if args.columns is None else [c.strip() for c in args.columns.split(",")]
-    data, columns, labels = read_numeric_csv(args.file, columns)
+    data, columns, labels = read_numeric_csv(args.file, parse_columns(args.columns))
     run_mixture(
         data, columns, labels, components=args.components, standardize=args.standardize,
         top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
