@@ -139,6 +139,8 @@ def _observed_data(result) -> np.ndarray | None:
     Models whose sites are groups, sequences or documents store several rows
     per site, which have no single point to draw.
     """
+    if result.posterior is None:
+        return None
     observed = result.posterior.graph.variables_of_role("observed")
     arrays = [np.asarray(variable.data) for variable in observed]
     if not arrays or any(a.ndim != 2 or a.shape[0] != result.n_sites for a in arrays):
@@ -346,6 +348,85 @@ def save_report(result, path, *, measure: str = "kl", top: int = 5, column_names
         plot_data(result, measure, top=top, column_names=column_names, ax=axes.pop(0))
     if draw_calibration:
         plot_calibration(result, ax=axes.pop(0))
+    try:
+        figure.savefig(path, format="png", dpi=dpi)
+    except OSError as error:
+        raise ValueError(f"could not write plot file {path}: {error.strerror or error}") from None
+    return path
+
+
+class SiteScores:
+    """Per-site KL values and exact refits held as plain arrays, for models whose
+    influence is not an InfluenceResult (such as the time steps of one HMM series).
+
+    It offers what :func:`plot_index`, :func:`plot_calibration` and
+    :func:`save_report` read: ``kl``, ``labels``, ``exact_sites``, ``exact_kl``,
+    ``measure`` and ``top``. It has no data panel.
+
+    Parameters
+    ----------
+    kl : array_like, shape (N,)
+    labels : sequence, optional
+        Site labels; default the 0-based positions.
+    exact_sites : array_like of int, shape (M,), optional
+    exact_kl : array_like, shape (M,), optional
+    """
+
+    shift_names: list = []
+    posterior = None
+
+    def __init__(self, kl, labels=None, exact_sites=None, exact_kl=None):
+        self.kl = np.asarray(kl, dtype=float)
+        self.n_sites = self.kl.size
+        self.labels = list(range(self.n_sites)) if labels is None else list(labels)
+        self.exact_sites = np.zeros(0, dtype=np.int64) if exact_sites is None else np.asarray(exact_sites, dtype=np.int64)
+        self.exact_kl = np.zeros(0) if exact_kl is None else np.asarray(exact_kl, dtype=float)
+
+    def measure(self, name: str) -> np.ndarray:
+        if name != "kl":
+            raise ValueError(f"measure must be 'kl' for per-site scores, got {name!r}")
+        return self.kl
+
+    def top(self, k: int = 10, by: str = "kl") -> np.ndarray:
+        return np.argsort(-self.measure(by), kind="stable")[: min(k, self.n_sites)]
+
+
+def save_comparison_report(comparison, path, *, dpi: int = 110):
+    """Plot each method's estimate against its exact-refit reference, one panel per method.
+
+    Parameters
+    ----------
+    comparison : fg_influence.reference.compare.MethodComparison
+    path : str or pathlib.Path
+        Output file; written as PNG whatever its suffix.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    _require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .reference.compare import METHODS
+
+    path = Path(path)
+    figure = Figure(figsize=(4.4 * len(METHODS), 4.2), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.atleast_1d(figure.subplots(1, len(METHODS)))
+    for ax, (name, _, reference) in zip(axes, METHODS):
+        estimate = comparison.estimates[name][comparison.sites]
+        exact = comparison.exact[reference]
+        finite = np.isfinite(estimate) & np.isfinite(exact)
+        ax.plot(exact[finite], estimate[finite], "o", markersize=3, color="C0")
+        if finite.any() and min(exact[finite].min(), estimate[finite].min()) > 0:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("exact refit" + (" KL" if reference == "vb" else " d^T H d"))
+        ax.set_ylabel("estimate")
+        rho = comparison.spearman[name]
+        ax.set_title(f"{name}\nSpearman {rho:.4f}" if np.isfinite(rho) else name)
     try:
         figure.savefig(path, format="png", dpi=dpi)
     except OSError as error:

@@ -12,6 +12,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..reference import compare_methods
 from ._options import exact_count, positive_int
+from ._plot_option import add_plot_option, check_plot_path
 
 
 def register(commands) -> None:
@@ -41,6 +42,7 @@ def register(commands) -> None:
                         help="random seed for the CAVI starts and the rows refitted (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")
+    add_plot_option(parser)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write every method's per-row scalar, the exact values and the timings "
                              "to this JSON file")
@@ -83,6 +85,7 @@ def _report_progress(stage: str, done: int, total: int) -> None:
 
 def run(args) -> None:
     _check_json_path(args.json)
+    check_plot_path(args.plot)
     data, columns, labels = read_numeric_csv(args.file, _parse_columns(args.columns))
     if args.standardize:
         scale = data.std(axis=0)
@@ -99,6 +102,11 @@ def run(args) -> None:
     print(f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)} ({units} units), "
           f"{data.shape[0]} rows")
     print(comparison.format_table())
+    if args.plot is not None:
+        from ..plotting import save_comparison_report
+
+        save_comparison_report(comparison, args.plot)
+        print(f"Wrote {args.plot}")
     if args.json is not None:
         document = comparison.to_dict()
         document["rows"] = labels

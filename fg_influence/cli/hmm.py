@@ -13,6 +13,7 @@ from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import exact_count, positive_int
+from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
 
@@ -47,6 +48,7 @@ def register(commands) -> None:
                              "sites, and report the agreement (default: no refits)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help="write the posterior and one record per site to this JSON file")
+    add_plot_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -90,6 +92,7 @@ def read_sequences(args, out_err) -> tuple[list[np.ndarray], list[str], list[str
 def run(args, out=None) -> dict:
     out = sys.stdout if out is None else out
     _check_json_path(args.json)
+    check_plot_path(args.plot)
     if args.sequence is not None and args.sequence in (args.target, args.order):
         raise ValueError("--sequence must name a different column from --target and --order")
     start = time.perf_counter()
@@ -165,6 +168,11 @@ def run(args, out=None) -> dict:
         except OSError as error:
             raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
         print(f"Wrote {args.json}", file=out)
+    if args.plot is not None:
+        from ..plotting import SiteScores, save_report
+
+        save_report(SiteScores(kl, site_labels, exact_sites, exact_values), args.plot)
+        print(f"Wrote {args.plot}", file=out)
     return document
 
 
