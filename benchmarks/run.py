@@ -434,7 +434,7 @@ def machine_info() -> dict:
     lscpu = command_output(["lscpu"])
     wanted = ("Architecture", "Model name", "CPU(s)", "Thread(s) per core", "L1d cache", "L2 cache",
               "L3 cache")
-    cpu = [line.strip() for line in lscpu.splitlines() if line.split(":")[0].strip() in wanted]
+    cpu = [" ".join(line.split()) for line in lscpu.splitlines() if line.split(":")[0].strip() in wanted]
     blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')} kernel, "
             f"{i.get('num_threads')} threads)" for i in threadpool_info() if i.get("user_api") == "blas"]
     import scipy
