@@ -9,7 +9,9 @@ Usage::
 Each benchmark times our code and its peer on the same data in the same
 process (the memory and start-up benchmarks use subprocesses) and prints our
 time, the peer's time, the ratio and the target. Timings are the minimum
-over repeats. The whole run takes about 5 to 10 minutes on two cores.
+over repeats. On an idle two-core machine the whole run took 1.5 to 2.5
+minutes with a warm Numba cache; under a load average of about 15 from
+other processes it took about 20 minutes.
 
 OpenBLAS: when OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, the script
 re-executes itself without both, so scikit-learn and numpy run the kernel
