@@ -59,3 +59,26 @@ def test_plot_into_missing_directory_rejected(tmp_path, capsys):
                      "--emission", "gaussian", "--plot", str(tmp_path / "missing" / "out.png")])
     assert code == 2
     assert "--plot" in capsys.readouterr().err
+
+
+def test_mixreg_writes_plot_and_json(tmp_path):
+    plot, report = tmp_path / "mixreg.png", tmp_path / "mixreg.json"
+    code = cli.main(["mixreg", data_file("faithful.csv"), "--target", "waiting", "--columns", "eruptions",
+                     "-k", "2", "--n-init", "1", "--exact", "3", "--plot", str(plot), "--json", str(report)])
+    assert code == 0
+    assert_png(plot)
+    document = json.loads(report.read_text())
+    assert len(document["rows"]) == 272
+
+
+def test_lda_writes_plot_and_json(tmp_path):
+    plot, report = tmp_path / "lda.png", tmp_path / "lda.json"
+    code = cli.main(["lda", "--topics", "3", "--max-documents", "300", "--vocabulary", "300",
+                     "--plot", str(plot), "--json", str(report)])
+    assert code == 0
+    assert_png(plot)
+    document = json.loads(report.read_text())
+    # Every k-th document is kept so that at most 300 remain.
+    assert 0 < len(document["documents"]) <= 300
+    assert all(record["kl"] >= 0 for record in document["documents"])
+    assert len(document["topics"]) == 3
