@@ -56,3 +56,15 @@ def add_report_options(parser: argparse.ArgumentParser) -> None:
                         help="write a PNG report (influence by row, the data coloured by influence, "
                              "and the estimates against exact refits when --exact is given) to this "
                              "file; needs Matplotlib")
+
+
+def parse_columns(text: str | None) -> list[str] | None:
+    """Split the --columns value at commas, or return None when the option is absent."""
+    if text is None:
+        return None
+    columns = [name.strip() for name in text.split(",")]
+    if "" in columns:
+        raise ValueError(
+            f"--columns must be comma-separated column names without empty entries, got {text!r}"
+        )
+    return columns

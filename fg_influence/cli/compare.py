@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 
 from .._csv import read_numeric_csv
 from ..reference import compare_methods
-from ._options import exact_count, positive_int
+from ._options import exact_count, non_negative_int, parse_columns, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 
 
@@ -38,7 +37,7 @@ def register(commands) -> None:
                              "random with --seed")
     parser.add_argument("--top", type=positive_int, default=10, metavar="N",
                         help="size of the top sets whose overlap is reported (default 10)")
-    parser.add_argument("--seed", type=_seed, default=0, metavar="S",
+    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="random seed for the CAVI starts and the rows refitted (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")
@@ -47,26 +46,6 @@ def register(commands) -> None:
                         help="write every method's per-row scalar, the exact values and the timings "
                              "to this JSON file")
     parser.set_defaults(handler=run)
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _parse_columns(text: str | None) -> list[str] | None:
-    """Split the --columns value at commas; None when the option is absent."""
-    if text is None:
-        return None
-    columns = [name.strip() for name in text.split(",")]
-    if "" in columns:
-        raise ValueError(f"--columns must be comma-separated column names without empty entries, got {text!r}")
-    return columns
 
 
 def _check_json_path(path: Path | None) -> None:
@@ -86,7 +65,7 @@ def _report_progress(stage: str, done: int, total: int) -> None:
 def run(args) -> None:
     _check_json_path(args.json)
     check_plot_path(args.plot)
-    data, columns, labels = read_numeric_csv(args.file, _parse_columns(args.columns))
+    data, columns, labels = read_numeric_csv(args.file, parse_columns(args.columns))
     if args.standardize:
         scale = data.std(axis=0)
         if np.any(scale == 0):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .._csv import read_numeric_csv
 from ._mixture_report import run_mixture
-from ._options import add_method_option, add_report_options, positive_int
+from ._options import add_method_option, add_report_options, parse_columns, positive_int
 
 
 def register(commands) -> None:
@@ -29,18 +29,6 @@ def register(commands) -> None:
     add_report_options(parser)
     add_method_option(parser)
     parser.set_defaults(handler=run)
-
-
-def parse_columns(text: str | None) -> list[str] | None:
-    """Split the --columns value at commas, or return None when the option is absent."""
-    if text is None:
-        return None
-    columns = [name.strip() for name in text.split(",")]
-    if "" in columns:
-        raise ValueError(
-            f"--columns must be comma-separated column names without empty entries, got {text!r}"
-        )
-    return columns
 
 
 def run(args) -> None:
