@@ -76,7 +76,8 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
     labels = table.get(ROW_LABEL_COLUMN) or [str(i + 1) for i in range(len(body))]
 
     if columns is None:
-        columns = [name for name in header if name != ROW_LABEL_COLUMN and _all_numeric(table[name])]
+        columns = [name for name in header
+                   if name != ROW_LABEL_COLUMN and _numeric_column(table[name], name, path, labels)]
         if not columns:
             raise ValueError(f"CSV file {path} has no numeric columns; columns are {header}")
     else:
@@ -110,13 +111,31 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
     return data, list(columns), list(labels)
 
 
-def _all_numeric(values: list[str]) -> bool:
+def _parses_as_float(text: str) -> bool:
     try:
-        for value in values:
-            float(value)
+        float(text)
     except ValueError:
         return False
     return True
+
+
+def _numeric_column(values: list[str], name: str, path, labels: list[str]) -> bool:
+    """Whether a column is numeric: True if every value parses as a number,
+    False if none does (a text column). A column with both, or with missing
+    fields among numbers, raises ValueError, because dropping it silently
+    would fit a different model than the user expects."""
+    parsed = [_parses_as_float(value) for value in values]
+    if all(parsed):
+        return True
+    non_missing = [ok for ok, value in zip(parsed, values) if value not in MISSING_VALUES]
+    if not any(non_missing):
+        return False
+    bad = next(i for i, ok in enumerate(parsed) if not ok)
+    shown = repr(values[bad]) if values[bad] else "an empty field"
+    raise ValueError(
+        f"column {name!r} of {path} is numeric except at row {labels[bad]} ({shown}); remove or "
+        f"impute the missing or non-numeric values, or leave the column out with --columns"
+    )
 
 
 #: Field values read as missing by ``read_csv_table``: empty and R's NA.

@@ -533,3 +533,21 @@ def test_fit_rejects_data_whose_squares_underflow():
     X = load_faithful().data * 1e-200
     with pytest.raises(ValueError, match=r"column 0 varies by only .*Rescale the data"):
         GaussianMixture(2, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize(("field", "shown"), [("", "an empty field"), ("abc", "'abc'"), ("NA", "'NA'")])
+def test_gmm_rejects_partly_numeric_column(tmp_path, capsys, field, shown):
+    # Without --columns, a column that is numeric apart from one field must
+    # not be dropped silently: the model would then fit fewer columns.
+    path = tmp_path / "data.csv"
+    path.write_text(f"rownames,eruptions,waiting\n1,3.6,79\n2,{field},54\n3,3.3,74\n4,2.1,60\n")
+    assert cli.main(["gmm", str(path), "--components", "1"]) == 2
+    error = capsys.readouterr().err
+    assert f"column 'eruptions' of {path} is numeric except at row 2 ({shown})" in error
+
+
+def test_gmm_skips_text_columns(tmp_path, capsys):
+    path = tmp_path / "data.csv"
+    path.write_text("rownames,kind,eruptions,waiting\n1,a,3.6,79\n2,b,1.8,54\n3,a,3.3,74\n4,b,2.1,60\n")
+    assert cli.main(["gmm", str(path), "--components", "1"]) == 0
+    assert "on eruptions, waiting" in capsys.readouterr().out
