@@ -61,7 +61,8 @@ def numeric_matrix(table: dict[str, list[str]], columns: list[str], labels: list
 def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> list[str]:
     """List every column except ``rownames`` and ``exclude`` whose present values are all numeric."""
     header = [name for name in header_of(path) if name != ROW_LABEL_COLUMN and name not in exclude]
-    table, _ = read_csv_table(path, header, missing="drop") if missing == "drop" else _read_loose(path, header)
+    # Only the column types matter here; read_columns reports dropped rows once, later.
+    table, _ = _read_loose(path, header)
     numeric = []
     for name in header:
         try:
