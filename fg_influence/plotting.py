@@ -28,7 +28,7 @@ __all__ = ["measure_values", "plot_calibration", "plot_data", "plot_index", "sav
 ELLIPSE_N_STD = 2.0
 
 MEASURE_TITLES = {
-    "kl": "KL(q || q without the row)",
+    "kl": "KL(q || q without the site)",
     "loo_log_predictive": "log p(x_i | data without i)",
 }
 
@@ -127,9 +127,9 @@ def plot_index(result, measure: str = "kl", *, top: int = 5, ax=None):
         if np.isfinite(values[i]):
             ax.annotate(str(labels[i]), (positions[i], values[i]), textcoords="offset points",
                         xytext=(3, 4), fontsize="small", color="C3")
-    ax.set_xlabel("row position")
+    ax.set_xlabel("site position (a row, group, sequence or document)")
     ax.set_ylabel(MEASURE_TITLES.get(measure, f"shift {measure}"))
-    ax.set_title(f"Influence of each row ({measure})")
+    ax.set_title(f"Influence of each site ({measure})")
     return ax
 
 
@@ -302,7 +302,7 @@ def plot_calibration(result, *, ax=None):
     ax.set_xlabel("KL after exact refit")
     ax.set_ylabel("KL estimated by division")
     rho_text = "undefined" if not np.isfinite(rho) else f"{rho:.4f}"
-    ax.set_title(f"Estimate against exact refit ({int(finite.sum())} rows)\nSpearman rank correlation {rho_text}")
+    ax.set_title(f"Estimate against exact refit ({int(finite.sum())} sites)\nSpearman rank correlation {rho_text}")
     ax.legend(loc="upper left", fontsize="small")
     return ax
 

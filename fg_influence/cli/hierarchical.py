@@ -115,7 +115,7 @@ def run(args, out=None) -> dict:
         except OSError as error:
             raise ValueError(f"could not write --json file {args.json}: {error.strerror or error}") from None
         print(f"Wrote {args.json}", file=out)
-    write_plot(result, args.plot, out)
+    write_plot(result, args.plot, out, labels=[str(label) for label in model.group_labels_])
     return document
 
 
