@@ -400,7 +400,9 @@ def test_gmm_csv_exact_three(faithful_csv, tmp_path, capsys):
     largest = sorted(document["rows"], key=lambda record: -record["kl"])[:3]
     assert {record["row"] for record in with_exact} == {record["row"] for record in largest}
     assert document["accuracy"]["n_sites"] == 3
-    assert document["accuracy"]["top_k"] == 3
+    # The refitted rows are the estimate's top 3, so a top-3 overlap would be
+    # 100% by construction; the report compares the top 2 of the 3 instead.
+    assert document["accuracy"]["top_k"] == 2
 
 
 def test_gmm_csv_model_settings(faithful_csv, tmp_path, capsys):

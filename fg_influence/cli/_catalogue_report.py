@@ -130,7 +130,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
 
     accuracy = None
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
               f"median relative error {accuracy['median_relative_error']:.2%}", file=out)

@@ -58,7 +58,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
 
     _print_report(model, result, data, columns, labels, center, scale, top, title, out)
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(
             f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
             f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "

@@ -27,7 +27,12 @@ def non_negative_int(text: str) -> int:
 
 
 def exact_count(text: str):
-    return "all" if text == "all" else positive_int(text)
+    if text == "all":
+        return "all"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
 
 def add_method_option(parser: argparse.ArgumentParser) -> None:

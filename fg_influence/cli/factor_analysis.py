@@ -139,7 +139,7 @@ def run(args, out=None) -> dict:
         print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
     accuracy = None
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}",
               file=out)

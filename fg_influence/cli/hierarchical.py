@@ -100,7 +100,7 @@ def run(args, out=None) -> dict:
     _print_report(model, result, coef_names, args, out)
     accuracy = None
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} groups: Spearman "
               f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}, median relative error "

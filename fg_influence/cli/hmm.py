@@ -184,7 +184,7 @@ def _sequences(model, args):
         result.compute_exact(count, progress=progress_bar(n_sites if count == "all" else count))
     accuracy = None
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
     return np.arange(result.n_sites), result.kl, result.exact_sites, result.exact_kl, accuracy
 
 
@@ -195,7 +195,7 @@ def _time_steps(model, args):
     influence = model.time_step_influence(exact=exact)
     accuracy = None
     if influence.exact_steps.size >= 2:
-        k = min(10, influence.exact_steps.size)
+        k = min(10, influence.exact_steps.size - 1)
         estimate = influence.kl[influence.exact_steps]
         top_estimate = set(influence.exact_steps[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(influence.exact_steps[np.argsort(-influence.exact_kl, kind="stable")[:k]].tolist())

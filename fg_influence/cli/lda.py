@@ -78,7 +78,7 @@ def run(args, out=None) -> dict:
                                                  for d in order]})
     accuracy = None
     if result.exact_sites.size >= 2:
-        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size))
+        accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} documents: Spearman "
               f"{accuracy['spearman']:.4f}", file=out)
     print(f"Total time: {time.perf_counter() - start:.1f} s", file=out)
