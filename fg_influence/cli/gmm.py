@@ -25,7 +25,8 @@ def register(commands) -> None:
                              "'rownames')")
     parser.add_argument("--standardize", action="store_true",
                         help="centre each column and divide by its standard deviation before fitting; "
-                             "printed values stay in the file's units")
+                             "the printed data values and component means stay in the file's units, while KL "
+                             "and LOO log predictive densities refer to the standardized data")
     add_report_options(parser)
     add_method_option(parser)
     parser.set_defaults(handler=run)
