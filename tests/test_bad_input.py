@@ -415,7 +415,7 @@ def test_cli_constant_column_standardize(tmp_path, capsys):
     ("--components", "0", "argument --components/-k: expected a positive integer, got 0"),
     ("--components", "2.5", "argument --components/-k: expected a positive integer, got '2.5'"),
     ("--top", "0", "argument --top: expected a positive integer, got 0"),
-    ("--exact", "some", "argument --exact: expected a positive integer, got 'some'"),
+    ("--exact", "some", "argument --exact: expected a positive integer or 'all', got 'some'"),
     ("--seed", "-1", "argument --seed: expected a non-negative integer, got -1"),
     ("--n-init", "0", "argument --n-init: expected a positive integer, got 0"),
 ])
