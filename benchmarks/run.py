@@ -45,7 +45,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fg_influence.inference.cavi import (  # noqa: E402
-    fit_cavi, global_kl, local_free_terms, update_global, update_local,
+    global_kl, local_free_terms, update_global, update_local,
 )
 from fg_influence.inference.posterior import Posterior  # noqa: E402
 from fg_influence.influence.exact import refit_without  # noqa: E402

@@ -35,7 +35,7 @@ from . import __version__
 from .families import ExponentialFamily
 from .graph import FactorGraph
 from .graph.factors import Factor
-from .graph.nodes import GlobalVariable, LocalVariable, ObservedVariable
+from .graph.nodes import GlobalVariable, LocalVariable
 from .inference.posterior import Posterior
 from .influence._export import json_label
 

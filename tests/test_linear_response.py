@@ -11,7 +11,7 @@ from fg_influence.datasets import load_galaxies, load_iris, load_penguins
 from fg_influence.families import Dirichlet
 from fg_influence.graph import GaussianMixtureFactor
 from fg_influence.inference.posterior import Posterior
-from fg_influence.influence import InfluenceResult, divide
+from fg_influence.influence import divide
 from fg_influence.influence import linear_response as lr
 from fg_influence.models import GaussianMixture
 from tests.helpers import standardized_faithful

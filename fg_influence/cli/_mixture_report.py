@@ -201,11 +201,4 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
 
 def _check_json_path(path: Path | None) -> None:
     """Reject a --json path that cannot be written, before the fit and refits run."""
-    if path is None:
-        return
-    if path.is_dir():
-        raise ValueError(f"--json must name a file, but {path} is a directory")
-    if not path.parent.is_dir():
-        raise ValueError(
-            f"cannot write --json file {path}: directory {path.parent} not found; create it first"
-        )
+    _check_output_path(path, "--json")

@@ -44,19 +44,27 @@ def add_method_option(parser: argparse.ArgumentParser) -> None:
                              "components overlap (default: division)")
 
 
+def add_site_options(parser: argparse.ArgumentParser, sites: str = "rows", *, top: int = 10,
+                     json_contents: str = "the posterior") -> None:
+    """Add --top, --exact and --json, naming the sites (rows, groups, ...) in their help."""
+    parser.add_argument("--top", type=positive_int, default=top, metavar="N",
+                        help=f"number of most influential {sites} to print (default {top})")
+    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
+                        help=f"refit without each of the N {sites} of largest estimated KL, or 'all' "
+                             f"{sites}, and report the agreement with the estimates (default: no "
+                             f"refits; each refit runs CAVI to a relative ELBO change of 1e-12)")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
+                        help=f"write {json_contents} and one record per {sites.rstrip('s')} to this "
+                             f"JSON file")
+
+
 def add_report_options(parser: argparse.ArgumentParser) -> None:
     """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
-    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
-                        help="number of most influential rows to print (default 10)")
-    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
-                        help="refit without each of the N rows of largest estimated KL, or 'all' "
-                             "rows, and report the agreement with the estimates (default: no refits)")
+    add_site_options(parser, "rows", json_contents="the priors, posterior")
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="random seed for the k-means start of CAVI (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write the priors, posterior and one record per row to this JSON file")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH",
                         help="write a PNG report (influence by row, the data coloured by influence, "
                              "and the estimates against exact refits when --exact is given) to this "

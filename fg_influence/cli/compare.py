@@ -10,6 +10,7 @@ import numpy as np
 
 from .._csv import read_numeric_csv
 from ..reference import compare_methods
+from ._mixture_report import _check_json_path
 from ._options import exact_count, non_negative_int, parse_columns, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 
@@ -46,15 +47,6 @@ def register(commands) -> None:
                         help="write every method's per-row scalar, the exact values and the timings "
                              "to this JSON file")
     parser.set_defaults(handler=run)
-
-
-def _check_json_path(path: Path | None) -> None:
-    if path is None:
-        return
-    if path.is_dir():
-        raise ValueError(f"--json must name a file, but {path} is a directory")
-    if not path.parent.is_dir():
-        raise ValueError(f"cannot write --json file {path}: directory {path.parent} not found; create it first")
 
 
 def _report_progress(stage: str, done: int, total: int) -> None:

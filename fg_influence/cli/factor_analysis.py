@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import exact_count, positive_int
+from ._options import add_site_options, positive_int
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
@@ -35,13 +35,7 @@ def register(commands) -> None:
     parser.add_argument("--columns", default=None, metavar="a,b",
                         help="comma-separated numeric columns (default: every column whose present "
                              "values are all numeric, except 'rownames')")
-    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
-                        help="number of most influential rows to print (default 10)")
-    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
-                        help="refit without each of the N rows of largest estimated KL, or 'all' rows "
-                             "(slow: each refit runs CAVI to tol 1e-12)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write the posterior and one record per row to this JSON file")
+    add_site_options(parser, "rows")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
 

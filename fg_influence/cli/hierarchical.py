@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import exact_count, positive_int
+from ._options import add_site_options
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -33,13 +33,7 @@ def register(commands) -> None:
     parser.add_argument("--columns", default=None, metavar="a,b",
                         help="comma-separated numeric predictor columns (default: none, so each "
                              "group has a mean only)")
-    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
-                        help="number of most influential groups to print (default 10)")
-    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
-                        help="refit without each of the N groups of largest estimated KL, or 'all' "
-                             "groups, and report the agreement with the estimates (default: no refits)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write the posterior and one record per group to this JSON file")
+    add_site_options(parser, "groups")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
 

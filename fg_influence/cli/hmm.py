@@ -12,7 +12,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import exact_count, positive_int
+from ._options import add_site_options, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
@@ -41,13 +41,7 @@ def register(commands) -> None:
     parser.add_argument("--differences", action="store_true",
                         help="model the differences between consecutive values of each sequence "
                              "(such as weight gains) instead of the values")
-    parser.add_argument("--top", type=positive_int, default=10, metavar="N",
-                        help="number of most influential sites to print (default 10)")
-    parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
-                        help="refit without each of the N sites of largest estimated KL, or 'all' "
-                             "sites, and report the agreement (default: no refits)")
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write the posterior and one record per site to this JSON file")
+    add_site_options(parser, "sites")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
 

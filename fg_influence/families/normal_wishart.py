@@ -6,11 +6,7 @@ import numpy as np
 
 from .._validation import as_float_array, check_positive
 from ._linalg import (
-    cholesky,
     inv_spd,
-    logdet_from_cholesky,
-    multivariate_digamma,
-    multivariate_gammaln,
     symmetrize,
 )
 from .base import ExponentialFamily

@@ -95,39 +95,24 @@ def quadratic_forms(X, means, scale_chol):
 
 
 @njit(cache=True, parallel=True)
-def gaussian_expected_loglik(X, means, scale_chol, beta, dof, expected_logdet):
-    """E_q[ln N(x_i | mu_k, Lambda_k^-1)] under a Normal-Wishart q, shape (N, K).
-
-    Equals E[ln|Lambda_k|] / 2 - D ln(2 pi) / 2 - (D / beta_k + nu_k q_ik) / 2.
-    """
-    n, d = X.shape
-    k_count = means.shape[0]
-    upper = _upper_factors(scale_chol)
-    out = np.empty((n, k_count))
-    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
-    for block in prange(n_blocks):
-        start = block * BLOCK_ROWS
-        stop = min(n, start + BLOCK_ROWS)
-        diff_t = np.empty((d, BLOCK_ROWS))
-        proj = np.empty(BLOCK_ROWS)
-        total = np.empty(BLOCK_ROWS)
-        for k in range(k_count):
-            _block_quadratic_forms(X, start, stop, means, upper, k, diff_t, proj, total)
-            for j in range(stop - start):
-                out[start + j, k] = 0.5 * (expected_logdet[k] - d * _LOG_2PI - d / beta[k]
-                                           - dof[k] * total[j])
-    return out
-
-
-@njit(cache=True, parallel=True)
 def expected_loglik_from_quadratic_forms(q, beta, dof, expected_logdet, d):
-    """``gaussian_expected_loglik`` from precomputed q_ik, shape (N, K); ``d`` is D as a float."""
+    """E_q[ln N(x_i | mu_k, Lambda_k^-1)] from precomputed q_ik, shape (N, K); ``d`` is D as a float."""
     n, k_count = q.shape
     out = np.empty((n, k_count))
     for i in prange(n):
         for k in range(k_count):
             out[i, k] = 0.5 * (expected_logdet[k] - d * _LOG_2PI - d / beta[k] - dof[k] * q[i, k])
     return out
+
+
+@njit(cache=True)
+def gaussian_expected_loglik(X, means, scale_chol, beta, dof, expected_logdet):
+    """E_q[ln N(x_i | mu_k, Lambda_k^-1)] under a Normal-Wishart q, shape (N, K).
+
+    Equals E[ln|Lambda_k|] / 2 - D ln(2 pi) / 2 - (D / beta_k + nu_k q_ik) / 2.
+    """
+    q = quadratic_forms(X, means, scale_chol)
+    return expected_loglik_from_quadratic_forms(q, beta, dof, expected_logdet, float(X.shape[1]))
 
 
 @njit(cache=True, parallel=True)

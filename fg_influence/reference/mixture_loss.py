@@ -267,7 +267,7 @@ def natural_scales(parameters: MixtureParameters) -> np.ndarray:
     Weights scale with min(pi_j, pi_K), means with the component's standard
     deviations and precision entries with sqrt(Lambda_aa Lambda_bb).
     """
-    k, d = parameters.n_components, parameters.dim
+    d = parameters.dim
     weights = np.minimum(parameters.weights[:-1], parameters.weights[-1])
     rows, cols = np.tril_indices(d)
     diagonal = np.diagonal(parameters.precisions, axis1=1, axis2=2)
