@@ -214,7 +214,7 @@ def fitted_mixture(X, n_components, max_iter=100, tol=1e-7, **priors):
 
 
 def all_site_summaries(model, *, fresh_q=False):
-    """The benchmarked work: ``influence()`` and its KL, LOO log predictive and mean-shift norm."""
+    """Run the benchmarked work: ``influence()`` and its KL, LOO log predictive and mean-shift norm."""
     if fresh_q:
         vars(model.posterior_).pop("_quadratic_forms_cache", None)
     result = model.influence()
@@ -274,7 +274,7 @@ def bench_loo_vs_hessian(sizes, repeats):
 
     n, dim, k = sizes
     X = mixture_data(n, dim, k, seed=4)
-    # alpha0 = 2 and nu0 = D + 1 keep the MAP of a component that holds no
+    # alpha0 = 2 and nu0 = D + 1 keep the MAP of a component that contains no
     # data defined: its weight needs N_k + alpha0 - 1 > 0, its precision N_k + nu0 - D > 0.
     model = fitted_mixture(X, k, weight_concentration_prior=2.0, degrees_of_freedom_prior=dim + 1.0)
     all_site_summaries(model)
@@ -471,7 +471,12 @@ def format_seconds(value):
 def format_table(rows) -> str:
     lines = ["| benchmark | ours | peer | ratio | target | met |", "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        ratio = "-" if r["ratio"] is None else (f"{r['ratio']:,.0f}" if r["ratio"] >= 1000 else f"{r['ratio']:.3g}")
+        if r["ratio"] is None:
+            ratio = "-"
+        elif r["ratio"] >= 1000:
+            ratio = f"{r['ratio']:,.0f}"
+        else:
+            ratio = f"{r['ratio']:.3g}"
         met = {True: "yes", False: "**no**", None: "-"}[r["met"]]
         lines.append(f"| {r['name']} | {format_seconds(r['ours'])} | {format_seconds(r['peer'])} | {ratio} | "
                      f"{r['target']} | {met} |")

@@ -120,7 +120,7 @@ def _parses_as_float(text: str) -> bool:
 
 
 def _numeric_column(values: list[str], name: str, path, labels: list[str]) -> bool:
-    """Whether a column is numeric: True if every value parses as a number,
+    """Return whether a column is numeric: True if every value parses as a number,
     False if none does (a text column). A column with both, or with missing
     fields among numbers, raises ValueError, because dropping it silently
     would fit a different model than the user expects."""

@@ -247,7 +247,7 @@ class FactorGraph:
         _ = self.site_plate
 
     def without_sites(self, sites: np.ndarray) -> "FactorGraph":
-        """A copy of this graph with the given sites' rows removed from the site plate."""
+        """Return a copy of this graph with the given sites' rows removed from the site plate."""
         site_plate = self.site_plate
         keep = np.ones(self.n_sites, dtype=bool)
         keep[sites] = False

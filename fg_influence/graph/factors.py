@@ -1,6 +1,6 @@
 """Conjugate factors and the messages they send in natural-parameter coordinates.
 
-A factor knows, for each neighbour, the message it sends given the other
+A factor computes, for each neighbour, the message it sends given the other
 neighbours' current posteriors. Messages into a global node are sums over
 the site plate; their terms are the site messages, which ``site_messages``
 returns for the sites requested without storing an N-long array of them.
@@ -41,7 +41,7 @@ class Factor:
         raise NotImplementedError
 
     def site_messages(self, target: str, state, sites: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Each requested site's term of the message to a global ``target``; leading axis is the site."""
+        """Return each requested site's term of the message to a global ``target``, site axis first."""
         raise NotImplementedError
 
     # Optional closed forms for all-site summaries. A factor that lacks one
@@ -238,7 +238,7 @@ class GaussianMixtureFactor(Factor):
         """q_ik = (x_i - m_k)^T W_k (x_i - m_k), shape (N, K); X defaults to the observed data.
 
         For the observed data the result is cached on ``state`` and reused
-        while ``state`` holds the same component posterior and data objects
+        while ``state`` contains the same component posterior and data objects
         (CAVI replaces the posterior object at every update). The cached
         array is shared: callers must not modify it.
         """

@@ -74,7 +74,7 @@ class BernoulliFactor(ConjugateLikelihoodFactor):
 class CategoricalDataFactor(ConjugateLikelihoodFactor):
     """x_id ~ Categorical(pi_d) independently over columns d, with pi_d ~ Dirichlet.
 
-    The observed variable holds category codes 0, 1, ..., C_d - 1 in column
+    The observed variable contains category codes 0, 1, ..., C_d - 1 in column
     d, and ``params`` names one Dirichlet variable per column, because
     columns may have different numbers of categories. The site message to
     column d's Dirichlet is the one-hot vector of x_id.

@@ -115,7 +115,7 @@ class InfluenceResult:
         return self._shift_cache[name]
 
     def shifts(self) -> dict[str, np.ndarray]:
-        """Every parameter shift this model offers whose value is defined, by name."""
+        """Return every parameter shift this model offers whose value is defined, by name."""
         result = {}
         for name in self.shift_names:
             try:

@@ -172,7 +172,7 @@ class GaussianMixture:
         }
 
     def build_graph(self, X) -> FactorGraph:
-        """The model for data X as a factor graph."""
+        """Build the model for data X as a factor graph."""
         X = self._check_data(X)
         priors = self.priors(X)
         n, d = X.shape
@@ -291,12 +291,12 @@ class GaussianMixture:
     # Influence
 
     def influence(self, method: str = "division") -> InfluenceResult:
-        """Leave-one-out influence of every training row.
+        """Estimate the leave-one-out influence of every training row.
 
         ``method="division"`` divides each row's site messages out with the
-        other rows' responsibilities held fixed; ``method="linear-response"``
-        adds the first-order response of the other rows (more accurate where
-        components overlap, at the cost of factorising a G x G matrix).
+        other rows' responsibilities held fixed. ``method="linear-response"``
+        adds the first-order response of the other rows, which is more
+        accurate where components overlap but needs a G x G factorisation.
         """
         self._check_fitted()
         # NOTE: only the summaries computed here (the KL) use n_jobs; properties

@@ -35,7 +35,7 @@ def group_rows(groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def build_hierarchical_graph(y, offsets, design, *, mean_prior, mean_precision_prior,
                              group_precision_prior, noise_prior) -> FactorGraph:
-    """The hierarchical normal model as a factor graph.
+    """Build the hierarchical normal model as a factor graph.
 
     Parameters
     ----------
@@ -180,7 +180,7 @@ class HierarchicalNormal:
         }
 
     def build_graph(self, y, groups, X=None) -> FactorGraph:
-        """The model for responses y grouped by ``groups`` as a factor graph (rows sorted by group)."""
+        """Build the model for responses y grouped by ``groups`` as a factor graph (rows sorted by group)."""
         y, groups, design = self._check_data(y, groups, X)
         labels, order, offsets = group_rows(groups)
         self._labels = labels
