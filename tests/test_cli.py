@@ -67,8 +67,10 @@ def schema_problems(document, *, n_rows: int, n_components: int, n_columns: int)
     """List every way ``document`` departs from the JSON layout that ``cli`` writes."""
     k, d = n_components, n_columns
     problems = []
-    if not isinstance(document, dict) or set(document) != {"model", "accuracy", "rows"}:
-        return [f"top level must be a dict with model, accuracy and rows, got {document!r:.200}"]
+    if not isinstance(document, dict) or set(document) != {"method", "model", "accuracy", "rows"}:
+        return [f"top level must be a dict with method, model, accuracy and rows, got {document!r:.200}"]
+    if document["method"] not in ("division", "linear-response", "exact"):
+        problems.append(f"method is {document['method']!r}")
 
     model = document["model"]
     if not isinstance(model, dict) or set(model) != MODEL_KEYS:

@@ -37,9 +37,10 @@ ACCURACY = {
 def schema(model_type: str, model_required: list[str]) -> dict:
     return {
         "type": "object",
-        "required": ["model", "accuracy", "rows"],
+        "required": ["method", "model", "accuracy", "rows"],
         "additionalProperties": False,
         "properties": {
+            "method": {"const": "division"},
             "model": {
                 "type": "object",
                 "required": ["type"] + model_required,

@@ -148,6 +148,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
             record["exact_kl"] = finite_or_none(exact_lookup[i])
         rows.append(record)
     document = {
+        "method": result.method,
         "model": model_document,
         "accuracy": None if accuracy is None else {
             key: finite_or_none(value) if isinstance(value, float) else value for key, value in accuracy.items()

@@ -10,6 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from ..models import GaussianMixture
+from ._exact_influence import ExactInfluence
+
+#: Text that the influence table's title adds for each --method. Division,
+#: the default, adds none, so its title is the one it had before the option.
+TITLE_METHODS = {
+    "division": "",
+    "linear-response": ", estimated by linear response",
+    "exact": ", from exact refits",
+}
 
 
 def progress_bar(total: int):
@@ -32,11 +41,15 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
                 title: str, out=None, plot_path: Path | None = None, method: str = "division") -> dict:
     """Fit, rank and print the report to ``out`` (default: the current ``sys.stdout``).
 
-    Returns the JSON document, which is also written to ``json_path`` when given.
+    ``method`` is "division", "linear-response" or "exact"; "exact" refits
+    without every row and rejects ``exact``, which would compare estimates
+    with refits. Returns the JSON document, which is also written to
+    ``json_path`` when given.
     """
     # Looked up at call time, because a default of sys.stdout would be bound at
     # import and ignore later redirection such as contextlib.redirect_stdout.
     out = sys.stdout if out is None else out
+    _check_method(method, exact)
     _check_json_path(json_path)
     _check_output_path(plot_path, "--plot")
     start = time.perf_counter()
@@ -48,15 +61,18 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
     X = (data - center) / scale
 
     model = GaussianMixture(components, n_init=n_init, random_state=seed).fit(X)
-    result = model.influence(method=method)
-    fit_seconds = time.perf_counter() - start
-
+    if method == "exact":
+        fit_seconds = time.perf_counter() - start
+        result = ExactInfluence(model.posterior_, progress=progress_bar(len(X)))
+    else:
+        result = model.influence(method=method)
+        fit_seconds = time.perf_counter() - start
     if exact is not None:
         count = exact if exact == "all" else min(exact, len(X))
         result.compute_exact(count, progress=progress_bar(len(X) if count == "all" else count))
     total_seconds = time.perf_counter() - start
 
-    _print_report(model, result, data, columns, labels, center, scale, top, title, out)
+    _print_report(model, result, data, columns, labels, center, scale, top, title, out, method)
     if result.exact_sites.size >= 2:
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(
@@ -68,10 +84,15 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
         )
     else:
         accuracy = None
-    print(f"Fit and all-row estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
-          file=out)
+    if method == "exact":
+        print(f"Fit: {fit_seconds:.2f} s; total with exact refits of all {len(X)} rows: "
+              f"{total_seconds:.2f} s", file=out)
+    else:
+        print(f"Fit and all-row estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
+              file=out)
 
-    document = _json_document(model, result, columns, labels, center, scale, standardize, accuracy)
+    document = _json_document(model, result, columns, labels, center, scale, standardize, accuracy,
+                              method)
     if json_path is not None:
         try:
             json_path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
@@ -93,6 +114,18 @@ def write_plot(result, path: Path, labels: list[str], columns: list[str], standa
     save_report(result, path, column_names=names)
 
 
+def _check_method(method: str, exact) -> None:
+    """Reject --exact with --method exact, before the fit and refits run."""
+    if method not in TITLE_METHODS:
+        raise ValueError(f"--method must be one of {list(TITLE_METHODS)}, got {method!r}")
+    if method == "exact" and exact is not None:
+        raise ValueError(
+            f"--exact {exact} compares the estimates with exact refits, but --method exact already "
+            f"refits without every row and has no estimates to compare; drop --exact, or keep it "
+            f"with --method division or --method linear-response"
+        )
+
+
 def _check_output_path(path: Path | None, option: str) -> None:
     """Reject an output path that cannot be written, before the fit and refits run."""
     if path is None:
@@ -105,7 +138,7 @@ def _check_output_path(path: Path | None, option: str) -> None:
         )
 
 
-def _print_report(model, result, data, columns, labels, center, scale, top, title, out) -> None:
+def _print_report(model, result, data, columns, labels, center, scale, top, title, out, method) -> None:
     print(title, file=out)
     print(f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
           f"{'' if model.converged_ else ' (not converged)'}", file=out)
@@ -117,7 +150,8 @@ def _print_report(model, result, data, columns, labels, center, scale, top, titl
         print(f"  component {k}: weight {model.weights_[k]:.3f}; {parts}", file=out)
 
     order = result.top(top)
-    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row):", file=out)
+    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row)"
+          f"{TITLE_METHODS[method]}:", file=out)
     header = ["row"] + columns + ["KL", "mean shift", "LOO log pred"]
     if result.exact_sites.size:
         header.append("exact KL")
@@ -151,7 +185,7 @@ def _json_accuracy(accuracy: dict | None) -> dict | None:
             for key, value in accuracy.items()}
 
 
-def _json_document(model, result, columns, labels, center, scale, standardize, accuracy) -> dict:
+def _json_document(model, result, columns, labels, center, scale, standardize, accuracy, method) -> dict:
     priors = model.priors(model.posterior_.data["x"])
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
     rows = []
@@ -168,6 +202,7 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
             record["exact_kl"] = _finite_or_none(exact_lookup[i])
         rows.append(record)
     return {
+        "method": method,
         "model": {
             "type": "GaussianMixture",
             "n_components": int(model.n_components),

@@ -35,32 +35,42 @@ def exact_count(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
 
+#: Values of --method: the two estimates and exact refits.
+METHODS = ("division", "linear-response", "exact")
+
+
 def add_method_option(parser: argparse.ArgumentParser) -> None:
-    """--method, for subcommands whose model offers the linear-response correction."""
-    parser.add_argument("--method", choices=("division", "linear-response"), default="division",
-                        help="how to estimate the posterior without each row: 'division' holds the "
+    """Add --method, for subcommands whose model offers the linear-response correction."""
+    parser.add_argument("--method", choices=METHODS, default="division",
+                        help="how to compute the posterior without each row: 'division' holds the "
                              "other rows' responsibilities fixed; 'linear-response' adds their "
                              "first-order response, which is closer to exact refits where "
-                             "components overlap (default: division)")
+                             "components overlap; 'exact' refits CAVI without each row, warm-started "
+                             "from the fit, which costs one refit per row and cannot be combined "
+                             "with --exact (default: division)")
 
 
 def add_site_options(parser: argparse.ArgumentParser, sites: str = "rows", *, top: int = 10,
-                     json_contents: str = "the posterior") -> None:
-    """Add --top, --exact and --json, naming the sites (rows, groups, ...) in their help."""
+                     json_contents: str = "the posterior", exact_default: str = "no refits") -> None:
+    """Add --top, --exact and --json, naming the sites (rows, groups, ...) in their help.
+
+    ``exact_default`` describes, in the help, what happens without --exact.
+    """
     parser.add_argument("--top", type=positive_int, default=top, metavar="N",
                         help=f"number of most influential {sites} to print (default {top})")
     parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
                         help=f"refit without each of the N {sites} of largest estimated KL, or 'all' "
-                             f"{sites}, and report the agreement with the estimates (default: no "
-                             f"refits; each refit runs CAVI to a relative ELBO change of 1e-12)")
+                             f"{sites}, and report the agreement with the estimates (default: "
+                             f"{exact_default}; each refit runs CAVI to a relative ELBO change of "
+                             f"1e-12)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help=f"write {json_contents} and one record per {sites.rstrip('s')} to this "
                              f"JSON file")
 
 
-def add_report_options(parser: argparse.ArgumentParser) -> None:
-    """Options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
-    add_site_options(parser, "rows", json_contents="the priors, posterior")
+def add_report_options(parser: argparse.ArgumentParser, *, exact_default: str = "no refits") -> None:
+    """Add the options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
+    add_site_options(parser, "rows", json_contents="the priors, posterior", exact_default=exact_default)
     parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                         help="random seed for the k-means start of CAVI (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
