@@ -98,7 +98,7 @@ class InfluenceResult:
     @cached_property
     def _shift_makers(self) -> dict:
         if self._response is not None:
-            return {name: (lambda values=values: values) for name, values in self._response.shifts.items()}
+            return {name: (lambda name=name: self._response.shifts[name]) for name in self._response.shift_names}
         return closed_form.all_site_shifts(self.posterior)
 
     @property

@@ -5,20 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-
-@njit(cache=True)
-def _digamma(x):
-    """psi(x) for x > 0 by recurrence to x >= 6 and the asymptotic series."""
-    result = 0.0
-    while x < 6.0:
-        result -= 1.0 / x
-        x += 1.0
-    inverse = 1.0 / x
-    inverse2 = inverse * inverse
-    result += (np.log(x) - 0.5 * inverse
-               - inverse2 * (1.0 / 12.0 - inverse2 * (1.0 / 120.0 - inverse2 * (1.0 / 252.0
-                             - inverse2 * (1.0 / 240.0 - inverse2 / 132.0)))))
-    return result
+from ._special import digamma
 
 
 @njit(cache=True, parallel=True)
@@ -60,9 +47,9 @@ def document_updates(word_ids, counts, offsets, exp_elog_beta, alpha, gamma_star
             total = 0.0
             for j in range(k):
                 total += gamma[d, j]
-            digamma_total = _digamma(total)
+            digamma_total = digamma(total)
             for j in range(k):
-                exp_elog_theta[j] = np.exp(_digamma(gamma[d, j]) - digamma_total)
+                exp_elog_theta[j] = np.exp(digamma(gamma[d, j]) - digamma_total)
                 new_gamma[j] = alpha
             for row in range(start, stop):
                 word = word_ids[row]
@@ -84,9 +71,9 @@ def document_updates(word_ids, counts, offsets, exp_elog_beta, alpha, gamma_star
         total = 0.0
         for j in range(k):
             total += gamma[d, j]
-        digamma_total = _digamma(total)
+        digamma_total = digamma(total)
         for j in range(k):
-            exp_elog_theta[j] = np.exp(_digamma(gamma[d, j]) - digamma_total)
+            exp_elog_theta[j] = np.exp(digamma(gamma[d, j]) - digamma_total)
         for row in range(start, stop):
             word = word_ids[row]
             norm = 0.0

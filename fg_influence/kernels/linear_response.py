@@ -1,5 +1,12 @@
 """Kernels for the linear-response summaries of a Gaussian mixture.
 
+``predictive_statistic_gaps`` serves the all-site pass: it gives, for
+chosen (site, component) pairs, the gradient of a component's divided
+predictive log density with respect to its count coordinates, which the
+first-order correction of the LOO predictive density contracts with each
+site's response. ``corrected_normal_wishart_terms`` evaluates the KL and the
+predictive density exactly at given corrected coordinates, for checks.
+
 After the linear-response correction every site has its own Normal-Wishart
 posterior for every component, given in count coordinates: t' = beta' m',
 kappa' = beta', the upper triangle of Psi' = W'^-1 + beta' m' m'^T and
@@ -14,6 +21,8 @@ import math
 
 import numpy as np
 from numba import njit, prange
+
+from ._special import digamma
 
 
 @njit(cache=True)
@@ -142,3 +151,107 @@ def corrected_normal_wishart_terms(X, weighted_mean, beta_new, psi_upper, dof_of
                 kl[i, k] = 0.0
                 log_student[i, k] = 0.0
     return kl, log_student
+
+
+@njit(cache=True, parallel=True)
+def predictive_statistic_gaps(X, sites, comps, resp, mean, beta, scale, scale_mean, dof, upper_rows,
+                              upper_cols):
+    """mu(eta_d + f_i) - mu(eta_d) for each (site, component) pair, shape (n_pairs, Q).
+
+    For a conjugate likelihood the predictive density of x_i is
+    exp(A(eta + f_i) - A(eta)) times a constant, where A is the log-partition
+    of component k's Normal-Wishart posterior in count coordinates eta and f_i
+    the site statistics, so its gradient in eta is the difference of the
+    expected statistics mu = grad A at eta + f_i and at eta. Here eta = eta_d
+    is the posterior with site i's weight r_ik removed.
+
+    Both eta_d and eta_d + f_i differ from the fit by a rank-one change along
+    e = x_i - m: with w = W e and q = e^T W e,
+
+        W_x = W - s_x w w^T,   m_x = m + h_x e,
+
+    with scalars s_x and h_x. The statistics, in the coordinate order
+    (t, kappa, upper(Psi), n), are E[Lambda mu] = nu W m,
+    -E[mu^T Lambda mu] / 2 = -(D / beta + nu m^T W m) / 2, -E[Lambda_ab] / 2
+    on the diagonal and -E[Lambda_ab] off it, and
+    E[ln|Lambda|] / 2 = (psi_D(nu / 2) + D ln 2 + ln|W|) / 2. Since nu rises
+    by 1, psi_D((nu_d + 1) / 2) - psi_D(nu_d / 2) telescopes to
+    psi((nu_d + 1) / 2) - psi((nu_d + 1 - D) / 2).
+
+    Parameters
+    ----------
+    X : (N, D) data.
+    sites, comps : (n_pairs,) int64 site and component of each pair.
+    resp : (N, K) responsibilities.
+    mean, beta, scale, scale_mean, dof : fitted m (K, D), beta (K,), W (K, D, D),
+        W m (K, D) and nu (K,).
+    upper_rows, upper_cols : (U,) int64, the upper-triangle order of Psi.
+    """
+    n_pairs = sites.shape[0]
+    d = X.shape[1]
+    n_upper = upper_rows.shape[0]
+    q_size = d + 1 + n_upper + 1
+    out = np.zeros((n_pairs, q_size))
+    for p in prange(n_pairs):
+        i = sites[p]
+        k = comps[p]
+        r = resp[i, k]
+        e = np.empty(d)
+        w = np.empty(d)
+        for a in range(d):
+            e[a] = X[i, a] - mean[k, a]
+        q = 0.0
+        w_dot_m = 0.0
+        for a in range(d):
+            acc = 0.0
+            for b in range(d):
+                acc += scale[k, a, b] * e[b]
+            w[a] = acc
+            q += acc * e[a]
+            w_dot_m += acc * mean[k, a]
+        b_div = beta[k] - r
+        nu_div = dof[k] - r
+        ratio = beta[k] / b_div
+        a_div = -r * ratio
+        h_div = -r / b_div
+        a_pred = a_div + b_div / (b_div + 1.0) * ratio * ratio
+        h_pred = h_div + ratio / (b_div + 1.0)
+        s_div = a_div / (1.0 + a_div * q)
+        s_pred = a_pred / (1.0 + a_pred * q)
+        # W_x m_x = W m + (h_x - s_x w^T m_x) w and w^T m_x = w^T m + h_x q.
+        coef_div = h_div - s_div * (w_dot_m + h_div * q)
+        coef_pred = h_pred - s_pred * (w_dot_m + h_pred * q)
+        quad_div = 0.0
+        quad_pred = 0.0
+        for a in range(d):
+            wm_div = scale_mean[k, a] + coef_div * w[a]
+            wm_pred = scale_mean[k, a] + coef_pred * w[a]
+            out[p, a] = (nu_div + 1.0) * wm_pred - nu_div * wm_div
+            quad_div += (mean[k, a] + h_div * e[a]) * wm_div
+            quad_pred += (mean[k, a] + h_pred * e[a]) * wm_pred
+        out[p, d] = -0.5 * (d / (b_div + 1.0) + (nu_div + 1.0) * quad_pred - d / b_div - nu_div * quad_div)
+        # nu_p W_p - nu_d W_d = W - sigma w w^T.
+        sigma = (nu_div + 1.0) * s_pred - nu_div * s_div
+        for u in range(n_upper):
+            a = upper_rows[u]
+            b = upper_cols[u]
+            value = scale[k, a, b] - sigma * w[a] * w[b]
+            out[p, d + 1 + u] = -0.5 * value if a == b else -value
+        out[p, q_size - 1] = 0.5 * (digamma(0.5 * (nu_div + 1.0)) - digamma(0.5 * (nu_div + 1.0 - d))
+                                    - math.log1p(a_pred * q) + math.log1p(a_div * q))
+    return out
+
+
+@njit(cache=True)
+def normal_wishart_features(X, upper_rows, upper_cols, out):
+    """Fill ``out`` (n, Q) with the site statistics (x, 1, upper(x x^T), 1) of each row of X."""
+    n, d = X.shape
+    n_upper = upper_rows.shape[0]
+    for i in range(n):
+        for a in range(d):
+            out[i, a] = X[i, a]
+        out[i, d] = 1.0
+        for u in range(n_upper):
+            out[i, d + 1 + u] = X[i, upper_rows[u]] * X[i, upper_cols[u]]
+        out[i, d + 1 + n_upper] = 1.0
+    return out

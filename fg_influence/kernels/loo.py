@@ -188,6 +188,60 @@ UNDIVIDED_WEIGHT = 1e-15
 BLOCK_ROWS = 1024
 
 
+@njit(cache=True)
+def _undivided_constants(beta, dof, logdet_scale, alpha, d):
+    """Per-component constants of the predictive term with nothing removed (r = 0)."""
+    k_count = beta.shape[0]
+    dim = int(d)
+    log_norm_const = -0.5 * d * math.log(math.pi)
+    constants = np.empty((3, k_count))
+    for k in range(k_count):
+        t_full = dof[k] + 1.0 - d
+        constants[0, k] = beta[k] / (1.0 + beta[k])
+        constants[1, k] = 0.5 * (t_full + d)
+        constants[2, k] = (_lgamma_half_shift(0.5 * t_full, dim) + log_norm_const
+                           + 0.5 * (d * math.log(constants[0, k]) + logdet_scale[k]) + math.log(alpha[k]))
+    return constants
+
+
+@njit(cache=True)
+def _divided_log_terms(q_row, resp_row, beta, dof, logdet_scale, alpha, d, constants, terms):
+    """ln(alpha'_k) + ln St_k(x_i) under the divided posterior for one site, into ``terms`` (K,).
+
+    Returns the largest term. Where r (1 + q) < UNDIVIDED_WEIGHT the divided
+    term differs from the undivided one by O(r (1 + q)) relative, below
+    float64 rounding, so the undivided constants are used.
+    """
+    k_count = q_row.shape[0]
+    dim = int(d)
+    log_norm_const = -0.5 * d * math.log(math.pi)
+    top = -np.inf
+    for k in range(k_count):
+        r = resp_row[k]
+        if r * (1.0 + q_row[k]) < UNDIVIDED_WEIGHT:
+            terms[k] = constants[2, k] - constants[1, k] * math.log1p(constants[0, k] * q_row[k])
+        else:
+            b_new = beta[k] - r
+            nu_new = dof[k] - r
+            c = beta[k] * r / b_new
+            one_minus = 1.0 - c * q_row[k]
+            t_dof = nu_new + 1.0 - d
+            ratio = beta[k] / b_new
+            mahal_w = ratio * ratio * q_row[k] / one_minus
+            shrink = b_new / (1.0 + b_new)
+            # delta2 / t = (precision scale / t) * mahal_w with precision scale = t * shrink.
+            delta2_over_t = shrink * mahal_w
+            # ln Gamma((t + D) / 2) - ln Gamma(t / 2) - (D / 2) ln(t pi) + ln|precision| / 2,
+            # where ln|precision| = D ln(t shrink) + ln|W| - ln(1 - c q), so the ln t terms cancel.
+            log_t = (_lgamma_half_shift(0.5 * t_dof, dim) + log_norm_const
+                     + 0.5 * (d * math.log(shrink) + logdet_scale[k] - math.log(one_minus))
+                     - 0.5 * (t_dof + d) * math.log1p(delta2_over_t))
+            terms[k] = math.log(alpha[k] - r) + log_t
+        if terms[k] > top:
+            top = terms[k]
+    return top
+
+
 @njit(cache=True, parallel=True)
 def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, improper):
     """log p(x_i | data without i) under the divided posterior, shape (N,).
@@ -199,23 +253,8 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
     (beta / beta')^2 q / (1 - c q).
     """
     n, k_count = q.shape
-    dim = int(d)
-    log_norm_const = -0.5 * d * math.log(math.pi)
-    total_alpha = 0.0
-    for k in range(k_count):
-        total_alpha += alpha[k]
-    # Per-component constants of the undivided term (r = 0), used where
-    # r (1 + q) < UNDIVIDED_WEIGHT: there the divided term differs from it by
-    # O(r (1 + q)) relative, below float64 rounding.
-    full_shrink = np.empty(k_count)
-    full_exponent = np.empty(k_count)
-    full_constant = np.empty(k_count)
-    for k in range(k_count):
-        t_full = dof[k] + 1.0 - d
-        full_shrink[k] = beta[k] / (1.0 + beta[k])
-        full_exponent[k] = 0.5 * (t_full + d)
-        full_constant[k] = (_lgamma_half_shift(0.5 * t_full, dim) + log_norm_const
-                            + 0.5 * (d * math.log(full_shrink[k]) + logdet_scale[k]) + math.log(alpha[k]))
+    total_alpha = alpha.sum()
+    constants = _undivided_constants(beta, dof, logdet_scale, alpha, d)
     out = np.zeros(n)
     n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
     for block in prange(n_blocks):
@@ -223,38 +262,39 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
         for i in range(block * BLOCK_ROWS, min(n, (block + 1) * BLOCK_ROWS)):
             if improper[i]:
                 continue
-            removed = 0.0
-            top = -np.inf
-            for k in range(k_count):
-                r = resp[i, k]
-                removed += r
-                if r * (1.0 + q[i, k]) < UNDIVIDED_WEIGHT:
-                    terms[k] = full_constant[k] - full_exponent[k] * math.log1p(full_shrink[k] * q[i, k])
-                    if terms[k] > top:
-                        top = terms[k]
-                    continue
-                b_new = beta[k] - r
-                nu_new = dof[k] - r
-                c = beta[k] * r / b_new
-                one_minus = 1.0 - c * q[i, k]
-                t_dof = nu_new + 1.0 - d
-                ratio = beta[k] / b_new
-                mahal_w = ratio * ratio * q[i, k] / one_minus
-                shrink = b_new / (1.0 + b_new)
-                # delta2 / t = (precision scale / t) * mahal_w with precision scale = t * shrink.
-                delta2_over_t = shrink * mahal_w
-                # ln Gamma((t + D) / 2) - ln Gamma(t / 2) - (D / 2) ln(t pi) + ln|precision| / 2,
-                # where ln|precision| = D ln(t shrink) + ln|W| - ln(1 - c q), so the ln t terms cancel.
-                log_t = (_lgamma_half_shift(0.5 * t_dof, dim) + log_norm_const
-                         + 0.5 * (d * math.log(shrink) + logdet_scale[k] - math.log(one_minus))
-                         - 0.5 * (t_dof + d) * math.log1p(delta2_over_t))
-                terms[k] = math.log(alpha[k] - r) + log_t
-                if terms[k] > top:
-                    top = terms[k]
+            top = _divided_log_terms(q[i], resp[i], beta, dof, logdet_scale, alpha, d, constants, terms)
             acc = 0.0
+            removed = 0.0
             for k in range(k_count):
                 acc += math.exp(terms[k] - top)
+                removed += resp[i, k]
             out[i] = top + math.log(acc) - math.log(total_alpha - removed)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def mixture_loo_predictive_weights(q, resp, beta, dof, logdet_scale, alpha, d, improper):
+    """Each component's share of the divided predictive density at x_i, shape (N, K).
+
+    Row i is proportional to alpha'_k St_k(x_i) under the posterior without
+    site i and sums to 1; rows of improper sites are 0.
+    """
+    n, k_count = q.shape
+    constants = _undivided_constants(beta, dof, logdet_scale, alpha, d)
+    out = np.zeros((n, k_count))
+    n_blocks = (n + BLOCK_ROWS - 1) // BLOCK_ROWS
+    for block in prange(n_blocks):
+        terms = np.empty(k_count)
+        for i in range(block * BLOCK_ROWS, min(n, (block + 1) * BLOCK_ROWS)):
+            if improper[i]:
+                continue
+            top = _divided_log_terms(q[i], resp[i], beta, dof, logdet_scale, alpha, d, constants, terms)
+            acc = 0.0
+            for k in range(k_count):
+                terms[k] = math.exp(terms[k] - top)
+                acc += terms[k]
+            for k in range(k_count):
+                out[i, k] = terms[k] / acc
     return out
 
 
