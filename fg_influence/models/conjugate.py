@@ -14,6 +14,7 @@ from ..families import Beta, Gamma
 from ..graph import BernoulliFactor, FactorGraph, PoissonFactor
 from ..inference import fit_cavi
 from ..influence import InfluenceResult
+from ..influence.result import METHODS
 
 
 def check_counts(X, name: str = "X") -> np.ndarray:
@@ -66,9 +67,17 @@ class _NoLatentModel:
         self._check_fitted()
         return self.posterior_.globals[self.variable]
 
-    def influence(self) -> InfluenceResult:
-        """Exact leave-one-out influence of every row, by division."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Exact leave-one-out influence of every row, by division.
+
+        ``method`` is accepted for the same call as the mixtures. Without
+        latent variables the CAVI map does not depend on the globals, so the
+        linear-response correction is zero and ``"linear-response"`` returns
+        the division result (its ``method`` is ``"division"``).
+        """
         self._check_fitted()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         return InfluenceResult(self.posterior_)
 
 

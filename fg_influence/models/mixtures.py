@@ -124,10 +124,17 @@ class _ConjugateMixture:
         improper = np.zeros(X.shape[0], dtype=bool)
         return self._likelihood().log_predictive(self.posterior_, X, zeros, improper)
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-out influence of every training row, by dividing site messages."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Estimate the leave-one-out influence of every training row.
+
+        ``method="division"`` divides each row's site messages out with the
+        other rows' responsibilities held fixed. ``method="linear-response"``
+        adds the first-order response of the other rows' responsibilities
+        (see :mod:`fg_influence.influence.linear_response`), which tracks
+        exact refits more closely where components overlap.
+        """
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
 
 _COMMON_DOC = """

@@ -13,6 +13,7 @@ import warnings
 from unittest import mock
 
 import numpy as np
+import pytest
 from hypothesis import given, reject, settings
 from hypothesis import strategies as st
 
@@ -31,7 +32,8 @@ from fg_influence.models import (
 from tests.helpers import clustered_data
 
 seeds = st.integers(0, 2**32 - 1)
-families = st.sampled_from(["poisson", "bernoulli", "categorical", "gaussian", "regression"])
+#: Each test runs its examples once per family, so every family is covered.
+FAMILIES = ["poisson", "bernoulli", "categorical", "gaussian", "regression"]
 
 
 def random_fit(family, seed, n, d, k):
@@ -132,8 +134,10 @@ def finite_difference_jacobian(function, coords, scale):
     return np.stack(columns, axis=1)
 
 
-@settings(max_examples=15, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 2), k=st.integers(1, 3))
+# With one component J = 0; two or three make the check informative.
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=8, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 2), k=st.integers(2, 3))
 def test_jacobian_matches_finite_differences(family, seed, n, d, k):
     posterior = refreshed(random_fit(family, seed, n, d, k))
     # Without the cut-off RESP_TOL the assembled J is exact. With it, a site
@@ -156,8 +160,9 @@ def test_jacobian_matches_finite_differences(family, seed, n, d, k):
     assert np.abs(numeric - analytic).max() <= tolerance
 
 
-@settings(max_examples=15, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=5, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
 def test_hessian_is_symmetric_positive_definite(family, seed, n, d, k):
     posterior = random_fit(family, seed, n, d, k)
     factor = posterior.graph.factors["likelihood"]
@@ -172,8 +177,9 @@ def test_hessian_is_symmetric_positive_definite(family, seed, n, d, k):
         assert np.all(np.linalg.eigvalsh(hessian) > 0)
 
 
-@settings(max_examples=15, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=5, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
 def test_analytic_hessian_matches_numerical(family, seed, n, d, k):
     posterior = random_fit(family, seed, n, d, k)
     factor = posterior.graph.factors["likelihood"]
@@ -190,8 +196,9 @@ def test_analytic_hessian_matches_numerical(family, seed, n, d, k):
         assert np.all(np.abs(numeric - analytic) <= 1e-6 * scale)
 
 
-@settings(max_examples=15, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=5, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
 def test_logits_are_features_dot_mean(family, seed, n, d, k):
     posterior = random_fit(family, seed, n, d, k)
     _, blocks = lr.response_blocks(posterior)
@@ -215,8 +222,9 @@ def test_logits_are_features_dot_mean(family, seed, n, d, k):
     assert np.abs(spread).max() <= 1e-9 * max(1.0, np.abs(logits).max())
 
 
-@settings(max_examples=10, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=4, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 3), k=st.integers(1, 3))
 def test_coordinates_are_prior_plus_weighted_features(family, seed, n, d, k):
     # After an M-step from the current responsibilities, g - prior equals
     # sum_i r_ik f_i: the features are the factor's site statistics.
@@ -232,8 +240,9 @@ def test_coordinates_are_prior_plus_weighted_features(family, seed, n, d, k):
         assert np.abs(block.coordinates - block.prior_coordinates - expected).max() <= 1e-10 * scale
 
 
-@settings(max_examples=15, deadline=None)
-@given(family=families, seed=seeds, n=st.integers(12, 40), d=st.integers(1, 2), k=st.integers(1, 3))
+@pytest.mark.parametrize("family", FAMILIES)
+@settings(max_examples=6, deadline=None)
+@given(seed=seeds, n=st.integers(12, 40), d=st.integers(1, 2), k=st.integers(2, 3))
 def test_correction_solves_linear_system(family, seed, n, d, k):
     posterior = refreshed(random_fit(family, seed, n, d, k))
     system = stable_system(posterior)
