@@ -8,9 +8,9 @@ KL(q || q without the row) of both estimates with the refits: Spearman rank
 correlation, overlap of the ten rows with the largest KL, and median
 relative error.
 
-Rows with identical values have identical estimates and identical refits,
-so count, binary and categorical data are refitted once per distinct row;
-the other data sets are refitted at every row.
+Rows with identical values have identical estimates and identical refits.
+So count, binary and categorical data are refitted once per distinct row,
+and the other data sets at every row.
 
 Usage::
 
@@ -44,7 +44,7 @@ from fg_influence.models import (
     PoissonMixture,
 )
 
-FIT = dict(n_init=3, random_state=0, tol=1e-13, max_iter=20000)
+FIT = {"n_init": 3, "random_state": 0, "tol": 1e-13, "max_iter": 20000}
 
 
 def _regression(data, response_column):
@@ -75,7 +75,7 @@ CASES = {
 
 
 def refitted_rows(data: np.ndarray, distinct: bool) -> np.ndarray:
-    """Every row, or the first row of each distinct value."""
+    """Select every row, or the first row of each distinct value."""
     if not distinct:
         return np.arange(len(data))
     _, first = np.unique(data, axis=0, return_index=True)

@@ -22,7 +22,7 @@ from fg_influence.models import (
 
 # The fits of docs/model-catalogue.md: tight enough that the fit is a CAVI
 # fixed point, so exact refits measure the removed row, not convergence.
-TIGHT = dict(n_init=3, random_state=0, tol=1e-13, max_iter=20000)
+TIGHT = {"n_init": 3, "random_state": 0, "tol": 1e-13, "max_iter": 20000}
 
 FITS = {
     "poisson-epil": lambda: PoissonMixture(2, **TIGHT).fit(load_epil().data[:, :1]),
@@ -37,20 +37,20 @@ _fitted = {}
 
 
 def fitted(name):
-    """Each catalogue fit once per test session."""
+    """Fit each catalogue model once per test session and return it."""
     if name not in _fitted:
         _fitted[name] = FITS[name]()
     return _fitted[name]
 
 
 def distinct_rows(X):
-    """First position of each distinct row: rows with equal values have equal estimates and refits."""
+    """Find the first position of each distinct row (equal rows have equal estimates and refits)."""
     _, first = np.unique(X, axis=0, return_index=True)
     return np.sort(first)
 
 
 def exact_corrected_summaries(system, sites):
-    """KL, LOO log predictive density and shifts evaluated exactly at the corrected coordinates."""
+    """Evaluate the KL, LOO log predictive density and shifts exactly at the corrected coordinates."""
     parts = system.split(system.corrected_coordinates(sites))
     improper = np.zeros(sites.size, dtype=bool)
     kl, log_weights, log_density, shifts = np.zeros(sites.size), None, 0.0, {}

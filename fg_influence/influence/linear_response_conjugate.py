@@ -75,7 +75,7 @@ class FamilyCoordinates:
         ``hessian(family)`` returns d mu / d g per batch element, shape
         batch + (q, q); None means :func:`numerical_hessian`.
     proper : callable or None
-        ``proper(family_coordinates, elements)`` returns, shape
+        ``proper(coordinate_map, elements)`` returns, shape
         ``elements.shape[:-1]``, whether element coordinates are inside the
         family beyond the lower bounds; None means the bounds suffice.
     """
@@ -147,11 +147,11 @@ class CoordinateMap:
         return np.concatenate(parts, axis=-1)
 
     def elements(self, natural) -> np.ndarray:
-        """Coordinates of natural parameters with batch shape lead + (K,) + rest, shape lead + (K, E, q)."""
+        """Map natural parameters with batch shape lead + (K,) + rest to coordinates lead + (K, E, q)."""
         return self._flatten(natural, self.spec.scales, self.offsets)
 
     def natural(self, elements: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Natural parameters with batch shape lead + (K,) + rest from coordinates lead + (K, E, q)."""
+        """Map coordinates lead + (K, E, q) to natural parameters with batch shape lead + (K,) + rest."""
         lead = elements.shape[:-2]
         out, start = [], 0
         for size, nd, shape, scale, offset in zip(self.part_sizes, self.event_ndims, self.event_shapes,
@@ -171,21 +171,21 @@ class CoordinateMap:
         return tuple(out)
 
     def family(self, elements: np.ndarray):
-        """The family object of coordinates lead + (K, E, q); raises ValueError if improper."""
+        """Build the family object of coordinates lead + (K, E, q); raise ValueError if they are improper."""
         return self.spec.family.from_natural(*self.natural(elements))
 
     def features(self, site_statistics) -> np.ndarray:
-        """The factor's site statistics T(x_i) in these coordinates, shape (n, Q)."""
+        """Map the factor's site statistics T(x_i) to these coordinates (without offsets), shape (n, Q)."""
         flat = self._flatten(site_statistics, self.spec.scales, (0.0,) * len(self.spec.scales))
         return flat.reshape(flat.shape[0], self.size)
 
     def mean(self, family) -> np.ndarray:
-        """mu = grad_g A of a family with batch lead + (K,) + rest, shape lead + (K, E, q)."""
+        """Compute mu = grad_g A of a family with batch lead + (K,) + rest, shape lead + (K, E, q)."""
         factors = tuple(1.0 / s for s in self.spec.scales)
         return self._flatten(family.expected_stats(), factors, (0.0,) * len(factors), double_off_diagonal=True)
 
     def element_hessian(self, family) -> np.ndarray:
-        """d mu / d g per element of a family with batch (K,) + rest, shape (K, E, q, q)."""
+        """Compute d mu / d g per element of a family with batch (K,) + rest, shape (K, E, q, q)."""
         if self.spec.hessian is None:
             hessian = numerical_hessian(self, family)
         else:
@@ -193,7 +193,7 @@ class CoordinateMap:
         return hessian.reshape((family.batch_shape[0], self.n_elements, self.q, self.q))
 
     def block_hessian(self, family) -> np.ndarray:
-        """d mu / d g per component, block-diagonal over the elements, shape (K, Q, Q)."""
+        """Compute d mu / d g per component, block-diagonal over the elements, shape (K, Q, Q)."""
         per_element = self.element_hessian(family)
         k_count = per_element.shape[0]
         out = np.zeros((k_count, self.n_elements, self.q, self.n_elements, self.q))
@@ -203,10 +203,9 @@ class CoordinateMap:
 
     # Constraints
 
-    def bound_positions(self) -> dict[int, float]:
-        """Lower bound of each bounded position within a component's block of Q coordinates."""
+    def element_bounds(self) -> dict[int, float]:
+        """Map each bounded position within an element's q coordinates to its lower bound."""
         bounds, start = {}, 0
-        within = {}
         for size, nd, shape, bound in zip(self.part_sizes, self.event_ndims, self.event_shapes,
                                           self.spec.lower_bounds):
             if bound is not None:
@@ -215,23 +214,25 @@ class CoordinateMap:
                     positions = np.flatnonzero(rows == cols)
                 else:
                     positions = np.arange(size)
-                for p in positions:
-                    within[start + int(p)] = float(bound)
+                for position in positions:
+                    bounds[start + int(position)] = float(bound)
             start += size
-        for element in range(self.n_elements):
-            for position, bound in within.items():
-                bounds[element * self.q + position] = bound
         return bounds
 
+    def bound_positions(self) -> dict[int, float]:
+        """Map each bounded position within a component's block of Q coordinates to its lower bound."""
+        within = self.element_bounds()
+        return {element * self.q + position: bound
+                for element in range(self.n_elements) for position, bound in within.items()}
+
     def is_proper(self, elements: np.ndarray) -> np.ndarray:
-        """Whether each element's coordinates lie inside the family, shape ``elements.shape[:-1]``."""
+        """Check whether each element's coordinates lie inside the family, shape ``elements.shape[:-1]``."""
         ok = np.all(np.isfinite(elements), axis=-1)
-        for position, bound in self.bound_positions().items():
-            if position < self.q:
-                ok &= elements[..., position] > bound
+        for position, bound in self.element_bounds().items():
+            ok &= elements[..., position] > bound
         if self.spec.proper is not None:
             # Elements already out of bounds get a proper stand-in, so the
-            # family's own check sees only valid input.
+            # family's own check gets only valid input.
             stand_in = self.elements(self.fitted.natural_params())[0, 0]
             ok &= self.spec.proper(self, np.where(ok[..., None], elements, stand_in))
         return ok
@@ -343,7 +344,7 @@ def _normal_gamma_hessian(family: NormalGamma) -> np.ndarray:
 
 
 def _normal_gamma_proper(coordinate_map: CoordinateMap, elements: np.ndarray) -> np.ndarray:
-    """Whether P is positive definite and rate = (psi - t^T P^-1 t) / 2 is positive."""
+    """Check that P is positive definite and rate = (psi - t^T P^-1 t) / 2 is positive."""
     d = coordinate_map.event_shapes[0][0]
     rows, cols = np.triu_indices(d)
     upper = elements[..., d:d + rows.size]
@@ -365,6 +366,9 @@ FAMILY_COORDINATES: dict[type, FamilyCoordinates] = {
     Dirichlet: FamilyCoordinates(Dirichlet, ("concentration",), (1.0,), lambda fitted: (1.0,), (0.0,),
                                  _dirichlet_hessian),
     # nu = 2 eta4 + 2 - D = 2 shape, because eta4 = shape - 1 + D / 2.
+    # NOTE: the all-site pass flags improper sites by the lower bounds only.
+    # A corrected Normal-Gamma with positive psi and diag(P) but rate <= 0 or
+    # an indefinite P is not flagged there, and its shifts are reported as 0.
     NormalGamma: FamilyCoordinates(NormalGamma, ("t", "precision", "psi", "nu"), (1.0, -2.0, -2.0, 2.0),
                                    lambda fitted: (0.0, 0.0, 0.0, 2.0 - fitted.dim), (None, 0.0, 0.0, 0.0),
                                    _normal_gamma_hessian, _normal_gamma_proper),
@@ -414,7 +418,7 @@ def _unsupported(factor, message: str) -> NotImplementedError:
 
 @register_response(ConjugateLikelihoodFactor)
 def _conjugate_block(factor: ConjugateLikelihoodFactor, posterior: Posterior, variable: str) -> ResponseBlock:
-    """The ResponseBlock of parameter variable ``variable`` of a conjugate likelihood with an assignment."""
+    """Build the ResponseBlock of parameter variable ``variable`` of a conjugate likelihood with an assignment."""
     if factor.assignment is None:
         raise _unsupported(factor, "it has no assignment, so nothing responds and division is exact")
     if variable not in factor.params:
@@ -463,7 +467,7 @@ class _ConjugateBlockBuilder:
         return coords.reshape(coords.shape[:-1] + (self.map.n_elements, self.map.q))
 
     def families(self, coords: np.ndarray, improper: np.ndarray):
-        """The family of coordinates (n, K, Q), with improper sites flagged and given the fitted values."""
+        """Build the family of coordinates (n, K, Q), flagging improper sites and giving them the fitted values."""
         elements = self._elements(coords)
         bad = ~self.map.is_proper(elements).all(axis=(1, 2))
         safe = np.where(bad[:, None, None, None], self.fitted_elements[None], elements)
@@ -506,7 +510,7 @@ class _ConjugateBlockBuilder:
         return {"kl": kl, "log_density": log_density, "shifts": self.shift_values(family, bad)}
 
     def divided(self, sites) -> tuple[np.ndarray, np.ndarray]:
-        """Divided coordinates g - r_ik f_i, shape (n, K, Q), and the features f_i."""
+        """Compute the divided coordinates g - r_ik f_i, shape (n, K, Q), and the features f_i."""
         f = self.features(sites)
         return self.coordinates[None] - self.resp[sites][:, :, None] * f[:, None, :], f
 
@@ -530,7 +534,7 @@ class _ConjugateBlockBuilder:
         return out
 
     def predictive_weights(self, improper):
-        """Shares of each component in the divided predictive density at x_i, shape (N, K); 0 if improper."""
+        """Compute each component's share of the divided predictive density at x_i, shape (N, K); 0 if improper."""
         flags = np.array(improper, dtype=bool)
         components = self.factor.component_log_predictive(self.posterior, self.X, self.resp, flags)
         alpha = self.posterior.globals[self.factor.categorical_factor(self.posterior).weights].concentration

@@ -1,12 +1,13 @@
 """Properties of the linear-response blocks of conjugate likelihood mixtures.
 
 Small random Poisson, Bernoulli, categorical, diagonal Gaussian and
-regression mixtures are fitted by the library. J is checked against central
-finite differences of the library's own CAVI iteration (one E-step and one
-M-step through ``fg_influence.inference.cavi``), the blocks' Hessians
-against the analytic structure (symmetric positive definite) and against
-central differences of the families' expected statistics, the E-step logits
-against features . mu, and the corrected coordinates against a dense solve.
+regression mixtures are fitted by the library. J is checked against
+central finite differences of the library's own CAVI iteration (one E-step
+and one M-step through ``fg_influence.inference.cavi``). The blocks'
+Hessians are checked for symmetry and positive definiteness and against
+central differences of the families' expected statistics. The E-step logits
+are checked against features . mu, and the corrected coordinates against a
+dense solve.
 """
 
 import warnings
@@ -37,10 +38,10 @@ FAMILIES = ["poisson", "bernoulli", "categorical", "gaussian", "regression"]
 
 
 def random_fit(family, seed, n, d, k):
-    """A mixture of ``family`` fitted by the library to n random rows with d columns from k clusters."""
+    """Fit a mixture of ``family`` to n random rows with d columns from k clusters; return its posterior."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, k, size=n)
-    options = dict(random_state=int(rng.integers(2**31)), tol=1e-10, max_iter=5000)
+    options = {"random_state": int(rng.integers(2**31)), "tol": 1e-10, "max_iter": 5000}
     if family == "poisson":
         rates = rng.gamma(2.0, 3.0, size=(k, d))
         model, args = PoissonMixture(k, **options), (rng.poisson(rates[labels]).astype(float),)
@@ -69,14 +70,14 @@ def random_fit(family, seed, n, d, k):
 
 
 def refreshed(posterior):
-    """The posterior with responsibilities recomputed from its globals, so J is dS/dg at g exactly."""
+    """Copy the posterior with responsibilities recomputed from its globals, so J is dS/dg at g exactly."""
     state = Posterior(posterior.graph, dict(posterior.globals), dict(posterior.locals), posterior.data)
     update_local(state, "assignment")
     return state
 
 
 def stable_system(posterior):
-    """The response system, rejecting the example when the fit is a saddle of CAVI.
+    """Build the response system, rejecting the example when the fit is a saddle of CAVI.
 
     Random mixtures of few binary or count columns are often not
     identifiable: two components that nearly coincide form a saddle, where J
@@ -89,7 +90,7 @@ def stable_system(posterior):
 
 
 def coordinates_of(system, globals_):
-    """The system's (K, Q) coordinates read back from family objects."""
+    """Read the system's (K, Q) coordinates back from family objects."""
     parts = []
     for block in system.blocks:
         dist = globals_[block.variable]
@@ -102,7 +103,7 @@ def coordinates_of(system, globals_):
 
 
 def cavi_iteration(posterior, system, coords):
-    """One CAVI iteration (E-step, then M-step) started from global coordinates ``coords``."""
+    """Run one CAVI iteration (E-step, then M-step) from global coordinates ``coords``."""
     parts = system.split(coords)
     globals_ = {b.variable: b.to_posterior(parts[b.variable]) for b in system.blocks}
     state = Posterior(posterior.graph, globals_, {}, posterior.data)
@@ -113,7 +114,7 @@ def cavi_iteration(posterior, system, coords):
 
 
 def finite_difference_jacobian(function, coords, scale):
-    """Central differences of ``function`` along each coordinate, Richardson-extrapolated.
+    """Differentiate ``function`` along each coordinate by Richardson-extrapolated central differences.
 
     The step along coordinate j is h = 1e-5 scale[j]; (4 D(h / 2) - D(h)) / 3
     cancels the h^2 error of the central differences D.
@@ -150,10 +151,10 @@ def test_jacobian_matches_finite_differences(family, seed, n, d, k):
     numeric = finite_difference_jacobian(lambda g: cavi_iteration(posterior, system, g), coords, scale)
 
     # Compare in the scaled coordinates the steps were taken in. Plain
-    # central differences were off by up to 4e-6 here (truncation, on a
-    # diagonal Gaussian mixture); the extrapolated ones have truncation error
-    # of order 1e-20 and rounding error, amplified by E-step logits of size up
-    # to 1e3, below 1e-7.
+    # central differences were off by up to 4e-6 here on a diagonal Gaussian
+    # mixture, from truncation. The extrapolated ones have truncation error
+    # of order 1e-20, and their rounding error, amplified by E-step logits of
+    # size up to 1e3, stays below 1e-7.
     analytic = system.jacobian * scale[None, :]
     numeric = numeric * scale[None, :]
     tolerance = 1e-6 * max(1.0, np.abs(analytic).max())
@@ -169,7 +170,7 @@ def test_hessian_is_symmetric_positive_definite(family, seed, n, d, k):
     for variable in factor.params:
         block = lrc._conjugate_block(factor, posterior, variable)
         hessian = block.hessian
-        # The Hessian of a log-partition is symmetric; the Normal-Gamma one
+        # The Hessian of a log-partition is symmetric. The Normal-Gamma one
         # is built column by column, so an asymmetry above rounding means a
         # wrong term.
         scale = np.abs(hessian).max()
@@ -191,8 +192,8 @@ def test_analytic_hessian_matches_numerical(family, seed, n, d, k):
         diagonal = np.sqrt(np.abs(np.diagonal(analytic, axis1=-2, axis2=-1)))
         scale = diagonal[..., :, None] * diagonal[..., None, :]
         # Entries are compared relative to sqrt(H_ii H_jj). The extrapolated
-        # differences agreed to 6e-9 on 75 random fits (regression mixtures
-        # are the worst); a wrong term in a Hessian is off by order 1.
+        # differences agreed to 6e-9 on 75 random fits, worst on regression
+        # mixtures, while a wrong term in a Hessian is off by order 1.
         assert np.all(np.abs(numeric - analytic) <= 1e-6 * scale)
 
 
@@ -214,7 +215,7 @@ def test_logits_are_features_dot_mean(family, seed, n, d, k):
         mean = coordinate_map.mean(dist).reshape(k, -1)
         predicted += block.features(sites) @ mean.T
 
-    # The remainder is ln h(x_i), the same for every component; the logits
+    # The remainder is ln h(x_i), the same for every component. The logits
     # are sums of a few terms of size up to about 1e3, so rounding stays
     # below 1e-9 of their scale.
     remainder = logits - predicted
@@ -251,7 +252,7 @@ def test_correction_solves_linear_system(family, seed, n, d, k):
     message = system.site_messages([site])[0].reshape(-1)
     identity = np.eye(message.size)
 
-    # An independent dense LU solve of (I - J) delta = -s; both routes are
+    # An independent dense LU solve of (I - J) delta = -s. Both routes are
     # backward stable, so they agree to the condition number times eps.
     delta = np.linalg.solve(identity - system.jacobian, -message)
     expected = system.coordinates.reshape(-1) + delta
