@@ -197,3 +197,34 @@ def test_help_lists_three_methods(capsys, command):
     assert "--method {division,linear-response,exact}" in help_text
     assert "one refit per row" in help_text
     assert "cannot be combined with --exact" in help_text
+
+
+@pytest.mark.parametrize("command", [["mixture", "--family", "gaussian-diag"], ["mixreg", "--target", "b"]])
+def test_catalogue_commands_offer_linear_response(small_csv, tmp_path, capsys, command):
+    # The response term never lowers a site's KL (it adds c . z + |z|^2 / 2 >= 0).
+    path, X = small_csv
+    json_path = tmp_path / "out.json"
+    argv = [command[0], str(path), *command[1:], "-k", "2", "--seed", str(SEED), "--n-init", "1",
+            "--method", "linear-response", "--json", str(json_path)]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    document = json.loads(json_path.read_text())
+    assert document["method"] == "linear-response"
+    # The KL in the JSON is the linear-response estimate, not division's.
+    assert cli.main(argv[:argv.index("--method")] + ["--json", str(tmp_path / "division.json")]) == 0
+    division = json.loads((tmp_path / "division.json").read_text())
+    assert division["method"] == "division"
+    estimates = np.array([row["kl"] for row in document["rows"]])
+    divided = np.array([row["kl"] for row in division["rows"]])
+    assert np.all(estimates >= divided * (1 - 1e-12))
+    if command[0] == "mixture":
+        # The two diagonal clusters overlap, so some rows' KL grows.
+        assert np.any(estimates > divided)
+
+
+@pytest.mark.parametrize("command", ["mixture", "mixreg"])
+def test_catalogue_commands_reject_method_exact(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert "{division,linear-response}" in out

@@ -39,15 +39,19 @@ def exact_count(text: str):
 METHODS = ("division", "linear-response", "exact")
 
 
-def add_method_option(parser: argparse.ArgumentParser) -> None:
-    """Add --method, for subcommands whose model offers the linear-response correction."""
-    parser.add_argument("--method", choices=METHODS, default="division",
-                        help="how to compute the posterior without each row: 'division' holds the "
-                             "other rows' responsibilities fixed; 'linear-response' adds their "
-                             "first-order response, which is closer to exact refits where "
-                             "components overlap; 'exact' refits CAVI without each row, warm-started "
-                             "from the fit, which costs one refit per row and cannot be combined "
-                             "with --exact (default: division)")
+def add_method_option(parser: argparse.ArgumentParser, *, exact: bool = True) -> None:
+    """Add --method, for subcommands whose model offers the linear-response correction.
+
+    With ``exact=False`` the choice 'exact' is not offered.
+    """
+    help_text = ("how to compute the posterior without each row: 'division' holds the other rows' "
+                 "responsibilities fixed; 'linear-response' adds their first-order response, which "
+                 "is closer to exact refits where components overlap")
+    if exact:
+        help_text += ("; 'exact' refits CAVI without each row, warm-started from the fit, which "
+                      "costs one refit per row and cannot be combined with --exact")
+    parser.add_argument("--method", choices=METHODS if exact else METHODS[:2], default="division",
+                        help=help_text + " (default: division)")
 
 
 def add_site_options(parser: argparse.ArgumentParser, sites: str = "rows", *, top: int = 10,

@@ -13,7 +13,7 @@ from ._catalogue_report import (
     report,
     split_columns,
 )
-from ._options import add_report_options, positive_int
+from ._options import add_method_option, add_report_options, positive_int
 
 
 def register(commands) -> None:
@@ -32,6 +32,7 @@ def register(commands) -> None:
                         help="comma-separated covariate columns (default: every other numeric column "
                              "except 'rownames')")
     add_missing_option(parser)
+    add_method_option(parser, exact=False)
     add_report_options(parser)
     parser.set_defaults(handler=run)
 
@@ -47,7 +48,7 @@ def run(args) -> None:
     y = numeric_matrix(table, [args.target], labels)[:, 0]
 
     model = MixtureOfRegressions(args.components, n_init=args.n_init, random_state=args.seed).fit(X, y)
-    result = model.influence()
+    result = model.influence(method=args.method)
     names = ["intercept"] + covariates
     summary = [f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
                f"{'' if model.converged_ else ' (not converged)'}"]

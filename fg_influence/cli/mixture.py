@@ -16,7 +16,7 @@ from ._catalogue_report import (
     report,
     split_columns,
 )
-from ._options import add_report_options, positive_int
+from ._options import add_method_option, add_report_options, positive_int
 
 FAMILIES = {
     "poisson": PoissonMixture,
@@ -45,6 +45,7 @@ def register(commands) -> None:
     parser.add_argument("--max-categories", type=positive_int, default=50, metavar="C",
                         help="largest number of distinct values a categorical column may have (default 50)")
     add_missing_option(parser)
+    add_method_option(parser, exact=False)
     add_report_options(parser)
     parser.set_defaults(handler=run)
 
@@ -79,7 +80,7 @@ def run(args) -> None:
         X = numeric_matrix(table, columns, labels)
 
     model = FAMILIES[args.family](args.components, n_init=args.n_init, random_state=args.seed).fit(X)
-    result = model.influence()
+    result = model.influence(method=args.method)
     summary = [f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
                f"{'' if model.converged_ else ' (not converged)'}",
                "Weights: " + ", ".join(f"{w:.3f}" for w in model.weights_)]

@@ -63,10 +63,12 @@ from ..kernels import linear_response as lr_kernels
 from ..kernels import loo as loo_kernels
 
 #: Responsibilities r_ik below this value are left out of J and of the
-#: response term (division always uses every component). A left-out r_ik
-#: changes site i's response by at most about K * RESP_TOL relative to the
-#: site's own message, far below the error of a first-order estimate, and
-#: components that share no ambiguous sites then cost nothing.
+#: response term (division always uses every component). In J, a left-out
+#: r_jk removes a term of size about r_jk |f_j|^2 from V, which matters only
+#: for sites with very large statistics; in the response, it changes site
+#: i's correction by about K * RESP_TOL relative to its message. Both are
+#: far below the error of a first-order estimate, and components that share
+#: no ambiguous sites then cost nothing.
 RESP_TOL = 1e-8
 
 #: Eigen-directions of J whose gain lambda / (1 - lambda) is at most this
@@ -240,7 +242,8 @@ def _categorical_block(factor: CategoricalFactor, posterior: Posterior, variable
         alpha_new = alpha[None, :] - resp[sites] + response[:, :, 0]
         bad = np.any(alpha_new <= 0.0, axis=1)
         improper |= bad
-        mean_shift = alpha_new / alpha_new.sum(axis=1, keepdims=True) - alpha / alpha.sum()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_shift = alpha_new / alpha_new.sum(axis=1, keepdims=True) - alpha / alpha.sum()
         mean_shift[bad] = 0.0
         return {f"{factor.weights}.mean": mean_shift}
 
@@ -825,6 +828,11 @@ class LinearResponseSummaries:
     division flags as improper stay flagged, and so does a site whose
     corrected weights, kappa or degrees of freedom leave the family.
 
+    NOTE: constraints that are not lower bounds on single coordinates (a
+    positive definite W'^-1 for the Gaussian mixture, a positive definite
+    precision for Normal-Gamma blocks) are not checked, because no site's
+    corrected posterior is built; such a site keeps a finite KL.
+
     Attributes
     ----------
     system : ResponseSystem
@@ -875,8 +883,7 @@ class LinearResponseSummaries:
                     if rows.size == 0:
                         continue
                     product = f[rows, part] @ system.projection[k, part]
-                    product *= r[rows, k, None]
-                    largest[rows] += product
+                    lr_kernels.scatter_add_scaled(largest, rows, r[rows, k], product)
                 projected[self._largest] = largest
                 z = sum(projected.values())
                 z *= system.gains
@@ -1000,3 +1007,6 @@ def newton_corrected_coordinates(system: ResponseSystem, site: int) -> np.ndarra
     message = system.site_messages([site])[0].reshape(-1)
     step = np.linalg.solve(np.eye(jacobian_without.shape[0]) - jacobian_without, message)
     return system.coordinates - step.reshape(system.coordinates.shape)
+
+
+from . import linear_response_conjugate  # noqa: E402,F401  (registers the providers)

@@ -255,3 +255,14 @@ def normal_wishart_features(X, upper_rows, upper_cols, out):
             out[i, d + 1 + u] = X[i, upper_rows[u]] * X[i, upper_cols[u]]
         out[i, d + 1 + n_upper] = 1.0
     return out
+
+
+@njit(cache=True)
+def scatter_add_scaled(out, rows, weights, values):
+    """out[rows[j]] += weights[j] * values[j] for each j (rows may repeat)."""
+    width = values.shape[1]
+    for j in range(rows.shape[0]):
+        row = rows[j]
+        weight = weights[j]
+        for c in range(width):
+            out[row, c] += weight * values[j, c]
