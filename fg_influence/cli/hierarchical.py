@@ -12,8 +12,8 @@ import numpy as np
 
 from .._csv import read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
-from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import add_site_options
+from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
+from ._options import METHODS, add_site_options
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -33,6 +33,11 @@ def register(commands) -> None:
     parser.add_argument("--columns", default=None, metavar="a,b",
                         help="comma-separated numeric predictor columns (default: none, so each "
                              "group has a mean only)")
+    parser.add_argument("--method", choices=METHODS[:2], default="division",
+                        help="how to estimate the posterior without each group: 'division' keeps the "
+                             "other groups' coefficients at their fitted posterior; 'linear-response' "
+                             "adds their first-order response (they shrink towards the new population "
+                             "mean), which is much closer to exact refits (default: division)")
     add_site_options(parser, "groups")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
@@ -82,7 +87,7 @@ def run(args, out=None) -> dict:
         # Numeric group codes sort as numbers (2 before 10), not as text.
         labels = labels.astype(np.int64)
     model = HierarchicalNormal().fit(y, labels, X)
-    result = model.influence()
+    result = model.influence(method=args.method)
     fit_seconds = time.perf_counter() - start
     n_groups = result.n_sites
     if args.exact is not None:
@@ -128,7 +133,8 @@ def _print_report(model, result, coef_names, args, out) -> None:
     order = result.top(args.top)
     shift = result.shift("mu.mean")
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
-    print(f"\nThe {len(order)} most influential groups, by KL(q || q without the group):", file=out)
+    print(f"\nThe {len(order)} most influential groups, by KL(q || q without the group)"
+          f"{TITLE_METHODS[args.method]}:", file=out)
     header = ["group", "rows"] + [f"E[b] {name}" for name in coef_names] + ["KL", f"shift {coef_names[0]}"]
     if exact_lookup:
         header.append("exact KL")
@@ -165,6 +171,7 @@ def _json_document(model, result, coef_names, args, accuracy) -> dict:
             "improper": bool(result.improper[j]),
         })
     return {
+        "method": args.method,
         "model": {
             "type": "HierarchicalNormal",
             "target": args.target,

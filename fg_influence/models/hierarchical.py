@@ -10,6 +10,7 @@ from ..graph import FactorGraph
 from ..graph.group_factors import GroupPriorFactor, GroupRegressionFactor
 from ..inference import fit_cavi
 from ..influence import InfluenceResult, divide, exact_kl, posterior_kl
+from ..influence.result import METHODS
 
 
 def group_rows(groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -213,9 +214,26 @@ class HierarchicalNormal:
         self._check_fitted()
         return self.posterior_.graph.variables["y"].lengths.copy()
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-group-out influence of every group, by dividing its messages."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Estimate the leave-one-group-out influence of every group.
+
+        ``method="division"`` divides each group's messages out of q(mu),
+        q(tau) and q(noise) with every other group's coefficients held at
+        their fitted posterior. ``method="linear-response"`` adds the
+        first-order response of the other groups' coefficients (they shrink
+        towards the new mu), which division misses. On the radon and
+        sleepstudy data this brings the median relative error of the KL
+        against exact refits from 60% and 37% down to 1.3% and 2.1%
+        (``benchmarks/linear_response_hierarchical_accuracy.py``). See
+        :mod:`fg_influence.influence.linear_response_blocks`.
+        """
         self._check_fitted()
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method == "linear-response":
+            from ..influence.linear_response_blocks import BlockLinearResponseResult
+
+            return BlockLinearResponseResult(self.posterior_)
         return InfluenceResult(self.posterior_)
 
     def group_positions(self, labels) -> np.ndarray:
