@@ -183,7 +183,8 @@ def _result_metadata(result, arrays: dict) -> dict:
     arrays["result/exact_sites"] = np.asarray(result.exact_sites, dtype=np.int64)
     arrays["result/exact_kl"] = np.asarray(result.exact_kl, dtype=np.float64)
     labels = result.row_labels
-    return {"row_labels": None if labels is None else [json_label(label) for label in labels]}
+    return {"row_labels": None if labels is None else [json_label(label) for label in labels],
+            "method": result.method}
 
 
 def _init_names(cls) -> list[str]:
@@ -459,6 +460,7 @@ def _rebuild_posterior(record: dict, graph: FactorGraph, arrays: dict) -> Poster
 def _rebuild(metadata: dict, arrays: dict, path: Path):
     from . import models
     from .influence import InfluenceResult
+    from .influence.result import METHODS
 
     try:
         graph = _rebuild_graph(metadata["graph"], arrays)
@@ -471,7 +473,11 @@ def _rebuild(metadata: dict, arrays: dict, path: Path):
         values = arrays["result/exact_kl"]
         if sites.ndim != 1 or values.shape != sites.shape or np.any((sites < 0) | (sites >= graph.n_sites)):
             raise ValueError(f"cannot load {path}: the exact refit arrays are inconsistent")
-        result = InfluenceResult(posterior)
+        # Files written before results recorded their method hold division results.
+        method = metadata["result"].get("method", "division")
+        if method not in METHODS:
+            raise ValueError(f"cannot load {path}: unknown method {method!r}; known: {list(METHODS)}")
+        result = InfluenceResult(posterior, method=method)
         result.row_labels = _checked_labels(metadata["result"]["row_labels"], graph.n_sites, path)
         result.exact_sites = sites.astype(np.int64)
         result.exact_kl = values

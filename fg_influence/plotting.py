@@ -300,7 +300,7 @@ def plot_calibration(result, *, ax=None):
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("KL after exact refit")
-    ax.set_ylabel("KL estimated by division")
+    ax.set_ylabel(f"KL estimated by {getattr(result, 'method', 'division').replace('-', ' ')}")
     rho_text = "undefined" if not np.isfinite(rho) else f"{rho:.4f}"
     ax.set_title(f"Estimate against exact refit ({int(finite.sum())} sites)\nSpearman rank correlation {rho_text}")
     ax.legend(loc="upper left", fontsize="small")

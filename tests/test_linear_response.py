@@ -273,8 +273,10 @@ def test_saddle_point_raises():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.fit(X, init_resp=np.full((len(X), 2), 0.5))
-    with pytest.raises(lr.SingularResponseError, match="singular or indefinite.*eigenvalue"):
-        model.influence(method="linear-response")
+    # The three-iteration fit has not converged, which the correction also warns about.
+    with pytest.warns(lr.IllConditionedResponseWarning, match="without converging"):
+        with pytest.raises(lr.SingularResponseError, match="singular or indefinite.*eigenvalue"):
+            model.influence(method="linear-response")
 
 
 def test_ill_conditioned_warns(iris_fit, monkeypatch):
@@ -336,3 +338,97 @@ def test_dataset_loaders():
     # Rows 4 and 272 of palmerpenguins lack all four measurements.
     assert penguins.complete.sum() == 342
     assert not np.isnan(penguins.data[penguins.complete]).any()
+
+
+def test_saved_result_keeps_method(iris_fit, tmp_path):
+    from fg_influence import io
+
+    result = iris_fit.influence(method="linear-response")
+    path = tmp_path / "result.npz"
+    io.save(result, path)
+    kept = io.load(path)
+    assert kept.method == "linear-response"
+    # The reload recomputes the estimate from the saved posterior, with the
+    # same code, so the numbers agree to the last bit.
+    assert np.array_equal(kept.kl, result.kl)
+    assert json_method(kept) == "linear-response"
+
+
+def json_method(result):
+    import json
+
+    return json.loads(result.to_json())["method"]
+
+
+def test_hierarchical_result_through_influence_result():
+    from fg_influence.datasets import load_radon
+    from fg_influence.influence import InfluenceResult
+    from fg_influence.models import HierarchicalNormal
+
+    data = load_radon().data
+    model = HierarchicalNormal().fit(data[:, 0], data[:, 3].astype(int))
+    direct = InfluenceResult(model.posterior_, method="linear-response")
+    through_model = model.influence(method="linear-response")
+    assert through_model.method == "linear-response"
+    assert np.array_equal(direct.kl, through_model.kl)
+    assert not np.array_equal(direct.kl, model.influence().kl)
+
+
+def test_model_without_latents_gives_division_numbers():
+    from fg_influence.datasets import load_stackloss
+    from fg_influence.models import BayesianLinearRegression
+
+    data = load_stackloss().data
+    model = BayesianLinearRegression().fit(data[:, :3], data[:, 3])
+    response = model.influence(method="linear-response")
+    division = model.influence()
+    # Without local variables J = 0, so the correction is exactly zero.
+    assert response.method == "linear-response"
+    assert np.array_equal(response.kl, division.kl)
+    assert np.array_equal(response.loo_log_predictive, division.loo_log_predictive)
+    assert response.shift_names == division.shift_names
+
+
+def test_unsupported_block_model_raises():
+    from fg_influence.models import FactorAnalysis
+
+    X = standardized(load_iris().data)
+    model = FactorAnalysis(1, random_state=0).fit(X)
+    with pytest.raises(NotImplementedError, match="hierarchical normal model only.*method='division'"):
+        model.influence(method="linear-response")
+
+
+def test_method_type_checked(iris_fit):
+    with pytest.raises(TypeError, match="method must be a string"):
+        iris_fit.influence(method=None)
+    with pytest.raises(ValueError, match=r"compute_exact\('all'\)"):
+        iris_fit.influence(method="exact")
+
+
+def test_division_only_shift_named(iris_results):
+    with pytest.raises(ValueError, match="'weights.mode' is offered by method='division' only"):
+        iris_results.shift("weights.mode")
+
+
+def test_unconverged_fit_warns():
+    X = standardized(load_iris().data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(3, random_state=0, max_iter=2).fit(X)
+    assert not model.converged_
+    with pytest.warns(lr.IllConditionedResponseWarning, match="without converging.*larger max_iter"):
+        try:
+            model.influence(method="linear-response")
+        except lr.SingularResponseError:
+            pass
+
+
+def test_cli_unsupported_method_is_one_line(tmp_path, capsys):
+    path = tmp_path / "constant.csv"
+    path.write_text("colour,ship\n" + "\n".join(f"{c},T" for c in "rgbrgbrrgb") + "\n")
+    code = main(["mixture", str(path), "--family", "categorical", "-k", "2", "--method", "linear-response"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("fg-influence: error: the linear-response correction is not available")
+    assert "--method division" in err
+    assert "Traceback" not in err

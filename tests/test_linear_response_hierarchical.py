@@ -255,7 +255,7 @@ def test_improper_groups_flagged(sleep_model, monkeypatch):
         return coords
 
     monkeypatch.setattr(lrb.HierarchicalResponseSystem, "corrected_coordinates", with_negative_rate)
-    with pytest.warns(ImproperDivisionWarning, match="2 groups leave an improper posterior"):
+    with pytest.warns(ImproperDivisionWarning, match="2 sites leave an improper posterior under the linear-response correction"):
         result = sleep_model.influence(method="linear-response")
     assert result.improper.tolist() == [site in (3, 5) for site in range(18)]
     assert np.all(np.isinf(result.kl[[3, 5]]))

@@ -31,14 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
 
-    Invalid input gives exit code 2 and one error line on stderr. Usage
-    errors found by argparse raise SystemExit(2) from ``parse_args`` instead.
+    Invalid input, and a method the model does not support, give exit code
+    2 and one error line on stderr. Usage errors found by argparse raise
+    SystemExit(2) from ``parse_args`` instead.
     """
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (ValueError, TypeError) as error:
-        print(f"fg-influence: error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, NotImplementedError) as error:
+        # Library messages name Python keywords; on the command line the option is --method.
+        message = str(error).replace("method='division'", "--method division")
+        print(f"fg-influence: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -114,7 +114,8 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
     header = ["row"] + list(shown) + ["KL", "LOO log pred"] + list(extra) + (["exact KL"] if exact_lookup else [])
     widths = [max(8, len(name)) for name in header]
-    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row):", file=out)
+    estimated = ", estimated by linear response" if result.method == "linear-response" else ""
+    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row){estimated}:", file=out)
     print("  " + "  ".join(h.rjust(w) for h, w in zip(header, widths)), file=out)
     for i in order:
         cells = [labels[i]] + [f"{values[i]:.4g}" if isinstance(values[i], (float, np.floating)) else str(values[i])

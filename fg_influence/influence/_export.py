@@ -80,7 +80,9 @@ def summary_frame(result):
             "(or pip install pandas), or use to_dict() instead"
         ) from None
     index = pd.Index(result.labels, name="row")
-    return pd.DataFrame(result_columns(result), index=index)
+    frame = pd.DataFrame(result_columns(result), index=index)
+    frame.attrs["method"] = result.method
+    return frame
 
 
 def result_to_dict(result) -> dict:
@@ -88,6 +90,7 @@ def result_to_dict(result) -> dict:
     loo = result.loo_summary
     document = {
         "conventions": CONVENTIONS,
+        "method": result.method,
         "n_sites": int(result.n_sites),
         "row_labels": [json_label(label) for label in result.labels],
         "kl": json_array(result.kl),

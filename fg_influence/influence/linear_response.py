@@ -53,10 +53,11 @@ import numpy as np
 from scipy import linalg
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
-from scipy.special import gammaln, logsumexp, polygamma, psi
+from scipy.special import gammaln, polygamma, psi
 
 from .._validation import check_site_indices
 from ..families._linalg import multivariate_digamma
+from ..graph.blocks import block_names
 from ..graph.factors import CategoricalFactor, GaussianMixtureFactor
 from ..inference.posterior import Posterior
 from ..kernels import linear_response as lr_kernels
@@ -214,7 +215,6 @@ def _categorical_block(factor: CategoricalFactor, posterior: Posterior, variable
     graph = posterior.graph
     alpha = posterior.globals[factor.weights].concentration
     prior_alpha = graph.variables[factor.weights].prior.concentration
-    n_sites = posterior.n_sites
 
     def to_posterior(coords):
         from ..families import Dirichlet
@@ -986,9 +986,64 @@ class LinearResponseSummaries:
         return self._predictive_and_shifts[1]
 
 
-def all_site_summaries(posterior: Posterior, *, warn: bool = True,
-                       chunk_sites: int = CHUNK_SITES) -> LinearResponseSummaries:
-    """Linear-response KL for every site now, LOO predictive density and shifts on first access."""
+class NoResponseSummaries:
+    """Summaries of a model without local variables, where the linear response is exactly zero.
+
+    The CAVI map does not depend on the globals there (J = 0), so the
+    corrected posterior is the divided one, and division is already the
+    exact leave-one-out posterior.
+    """
+
+    def __init__(self, posterior: Posterior):
+        from . import closed_form
+
+        self.posterior = posterior
+        self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
+        self._shift_makers = closed_form.all_site_shifts(posterior)
+
+    @cached_property
+    def loo_log_predictive(self) -> np.ndarray:
+        from . import closed_form
+
+        values = closed_form.all_site_log_predictive(self.posterior, self.improper.copy())
+        values[self.improper] = -np.inf
+        return values
+
+    @property
+    def shift_names(self) -> list[str]:
+        return sorted(self._shift_makers)
+
+    @cached_property
+    def shifts(self) -> dict[str, np.ndarray]:
+        return {name: make() for name, make in self._shift_makers.items()}
+
+
+def all_site_summaries(posterior: Posterior, *, warn: bool = True, chunk_sites: int = CHUNK_SITES):
+    """Linear-response KL for every site now, LOO predictive density and shifts on first access.
+
+    Graphs without local variables get division's summaries, which are
+    exact there (:class:`NoResponseSummaries`). Graphs with a local block
+    (the hierarchical normal model) go to
+    :func:`fg_influence.influence.linear_response_blocks.all_group_summaries`;
+    mixtures with one local categorical variable to
+    :class:`LinearResponseSummaries`. Both offer ``kl_by_variable``,
+    ``improper``, ``loo_log_predictive``, ``shift_names`` and ``shifts``.
+    """
+    if warn and posterior.n_iter > 0 and not posterior.converged:
+        warnings.warn(
+            f"the fit stopped after {posterior.n_iter} CAVI iterations without converging, so it is "
+            f"not a fixed point of CAVI, and the linear-response correction, which linearises around "
+            f"one, can be far off. Refit with a larger max_iter (and check the fit) before using it",
+            IllConditionedResponseWarning,
+            stacklevel=3,
+        )
+    blocks = block_names(posterior.graph)
+    if not blocks and not list(posterior.graph.variables_of_role("local")):
+        return NoResponseSummaries(posterior)
+    if blocks:
+        from .linear_response_blocks import all_group_summaries
+
+        return all_group_summaries(posterior, warn=warn)
     return LinearResponseSummaries(posterior, warn=warn, chunk_sites=chunk_sites)
 
 

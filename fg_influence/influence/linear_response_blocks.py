@@ -94,17 +94,14 @@ from scipy import linalg
 from scipy.special import polygamma
 
 from .._validation import check_site_indices
-from ..exceptions import ImproperDivisionWarning
 from ..families import Gamma, MultivariateNormal
 from ..graph.blocks import block_names, loo_kl_by_division
 from ..graph.group_factors import LOG_2PI, GroupPriorFactor, GroupRegressionFactor
 from ..inference.posterior import Posterior
 from .division import site_messages
 from .linear_response import CONDITION_WARN, IllConditionedResponseWarning, SingularResponseError
-from .result import InfluenceResult
 
 __all__ = [
-    "BlockLinearResponseResult",
     "HierarchicalResponseSystem",
     "HierarchicalLinearResponseSummaries",
     "all_group_summaries",
@@ -588,32 +585,3 @@ class HierarchicalLinearResponseSummaries:
 def all_group_summaries(posterior: Posterior, *, warn: bool = True) -> HierarchicalLinearResponseSummaries:
     """Linear-response KL of every group now, shifts and LOO predictive density on first access."""
     return HierarchicalLinearResponseSummaries(posterior, warn=warn)
-
-
-class BlockLinearResponseResult(InfluenceResult):
-    """An :class:`InfluenceResult` whose estimates come from the linear-response correction for blocks.
-
-    It offers the same attributes and methods as a division result (``kl``,
-    ``kl_by_variable``, ``improper``, ``loo_log_predictive``, the shift
-    ``mu.mean``, ``top``, ``compute_exact``, ``accuracy``, exports), with
-    ``method`` set to "linear-response". The summaries are those of
-    :class:`HierarchicalLinearResponseSummaries`.
-    """
-
-    def __init__(self, posterior: Posterior, *, warn: bool = True):
-        self.posterior = posterior
-        self.method = "linear-response"
-        self._response = all_group_summaries(posterior, warn=warn)
-        self.kl_by_variable, self.improper = self._response.kl_by_variable, self._response.improper
-        if self.improper.any():
-            first_sites = np.flatnonzero(self.improper)[:10].tolist()
-            warnings.warn(
-                f"{int(self.improper.sum())} groups leave an improper posterior under the "
-                f"linear-response correction (first: {first_sites}). Their KL is +inf and their LOO log "
-                f"predictive density -inf. Check them with exact refits (compute_exact)",
-                ImproperDivisionWarning,
-                stacklevel=3,
-            )
-        self.exact_sites = np.zeros(0, dtype=np.int64)
-        self.exact_kl = np.zeros(0)
-        self._shift_cache = {}

@@ -48,8 +48,11 @@ class InfluenceResult:
     """
 
     def __init__(self, posterior: Posterior, method: str = "division"):
+        if not isinstance(method, str):
+            raise TypeError(f"method must be a string, one of {METHODS}, got {type(method).__name__}")
         if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+            hint = " (for exact refits of every site use compute_exact('all'))" if method == "exact" else ""
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}{hint}")
         self.posterior = posterior
         self.method = method
         self._response = None
@@ -62,10 +65,11 @@ class InfluenceResult:
             self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
         if self.improper.any():
             shown = np.flatnonzero(self.improper)[:10].tolist()
+            how = "when divided out" if method == "division" else "under the linear-response correction"
             warnings.warn(
-                f"{int(self.improper.sum())} sites leave an improper posterior when divided out "
-                f"(first: {shown}); their KL is +inf and their LOO log predictive density -inf. "
-                f"Check them with exact refits (compute_exact)",
+                f"{int(self.improper.sum())} sites leave an improper posterior {how} "
+                f"(first positions: {shown}); their KL is +inf and their LOO log predictive density "
+                f"-inf. Check them with exact refits (compute_exact)",
                 ImproperDivisionWarning,
                 stacklevel=2,
             )
@@ -109,7 +113,10 @@ class InfluenceResult:
     def shift(self, name: str) -> np.ndarray:
         """Shift of a named parameter (without the site minus with all sites); site axis first."""
         if name not in self._shift_makers:
-            raise ValueError(f"unknown shift {name!r}; this model offers {self.shift_names}")
+            hint = ""
+            if self.method != "division" and name in closed_form.all_site_shifts(self.posterior):
+                hint = f"; {name!r} is offered by method='division' only"
+            raise ValueError(f"unknown shift {name!r}; this result offers {self.shift_names}{hint}")
         if name not in self._shift_cache:
             self._shift_cache[name] = self._shift_makers[name]()
         return self._shift_cache[name]

@@ -14,7 +14,6 @@ from ..families import Beta, Gamma
 from ..graph import BernoulliFactor, FactorGraph, PoissonFactor
 from ..inference import fit_cavi
 from ..influence import InfluenceResult
-from ..influence.result import METHODS
 
 
 def check_counts(X, name: str = "X") -> np.ndarray:
@@ -72,13 +71,11 @@ class _NoLatentModel:
 
         ``method`` is accepted for the same call as the mixtures. Without
         latent variables the CAVI map does not depend on the globals, so the
-        linear-response correction is zero and ``"linear-response"`` returns
-        the division result (its ``method`` is ``"division"``).
+        linear-response correction is zero and ``"linear-response"`` gives
+        the division numbers.
         """
         self._check_fitted()
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
 
 class BetaBernoulli(_NoLatentModel):

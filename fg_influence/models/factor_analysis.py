@@ -132,7 +132,11 @@ class FactorAnalysis:
         if not hasattr(self, "posterior_"):
             raise ValueError("this FactorAnalysis is not fitted yet; call fit(X) first")
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-out influence of every example, by dividing its messages."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Leave-one-out influence of every example, by dividing its messages.
+
+        ``method="linear-response"`` is not available for this model and
+        raises NotImplementedError.
+        """
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)

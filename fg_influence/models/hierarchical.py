@@ -230,11 +230,7 @@ class HierarchicalNormal:
         self._check_fitted()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if method == "linear-response":
-            from ..influence.linear_response_blocks import BlockLinearResponseResult
-
-            return BlockLinearResponseResult(self.posterior_)
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
     def group_positions(self, labels) -> np.ndarray:
         """Site positions of the given group labels."""

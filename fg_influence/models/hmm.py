@@ -162,10 +162,14 @@ class HiddenMarkovModel:
         if not hasattr(self, "posterior_"):
             raise ValueError("this HiddenMarkovModel is not fitted yet; call fit(sequences) first")
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-sequence-out influence of every sequence, by dividing its expected counts."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Leave-one-sequence-out influence of every sequence, by dividing its expected counts.
+
+        ``method="linear-response"`` is not available for this model and
+        raises NotImplementedError.
+        """
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
     def state_probabilities(self) -> np.ndarray:
         """q(z_t = k) of every row, in the order of the fitted sequences, shape (n_rows, K)."""

@@ -89,10 +89,14 @@ class LatentDirichletAllocation:
         if not hasattr(self, "posterior_"):
             raise ValueError("this LatentDirichletAllocation is not fitted yet; call fit(counts) first")
 
-    def influence(self) -> InfluenceResult:
-        """Leave-one-document-out influence of every document on the topics."""
+    def influence(self, method: str = "division") -> InfluenceResult:
+        """Leave-one-document-out influence of every document on the topics.
+
+        ``method="linear-response"`` is not available for this model and
+        raises NotImplementedError.
+        """
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
     def influence_by_topic(self) -> np.ndarray:
         """KL(q(beta_k) || q(beta_k) without document d), shape (D, K); improper divisions give inf."""

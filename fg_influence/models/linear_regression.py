@@ -123,11 +123,15 @@ class BayesianLinearRegression:
             raise ValueError(f"X must have {self.n_features_in_} columns like the training data, got {X.shape[1]}")
         return X @ self.coef_ + self.intercept_
 
-    def influence(self) -> InfluenceResult:
+    def influence(self, method: str = "division") -> InfluenceResult:
         """Leave-one-out influence of every row; shifts ``coefficients.coef`` (N, P') and
-        ``coefficients.noise_precision`` (N,)."""
+        ``coefficients.noise_precision`` (N,).
+
+        Without latent variables division is the exact leave-one-out
+        posterior, so ``method="linear-response"`` gives the same numbers.
+        """
         self._check_fitted()
-        return InfluenceResult(self.posterior_)
+        return InfluenceResult(self.posterior_, method=method)
 
     def cooks_distance(self, result: InfluenceResult | None = None) -> np.ndarray:
         """Cook's distance of every row from the coefficient shifts, shape (N,).
