@@ -228,3 +228,22 @@ def test_catalogue_commands_reject_method_exact(command, capsys):
         cli.main([command, "--help"])
     out = capsys.readouterr().out
     assert "{division,linear-response}" in out
+
+
+def test_cli_warning_prints_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import warnings\n"
+        "import fg_influence.cli.gmm as gmm_cli\n"
+        "from fg_influence import cli\n"
+        "def run(args):\n"
+        "    warnings.warn('component 3 holds no rows', UserWarning)\n"
+        "gmm_cli.run = run\n"
+        "raise SystemExit(cli.main(['gmm', 'unused.csv', '-k', '2']))\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                               timeout=120)
+    assert completed.returncode == 0
+    assert completed.stderr == "fg-influence: warning: component 3 holds no rows (UserWarning)\n"

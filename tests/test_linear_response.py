@@ -432,3 +432,8 @@ def test_cli_unsupported_method_is_one_line(tmp_path, capsys):
     assert err.startswith("fg-influence: error: the linear-response correction is not available")
     assert "--method division" in err
     assert "Traceback" not in err
+
+
+def test_loo_summary_names_its_posteriors(iris_fit, iris_results):
+    assert str(iris_results.loo_summary).startswith("LOO from linear-response corrected posteriors")
+    assert str(iris_fit.influence().loo_summary).startswith("LOO from divided posteriors")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from .. import __version__
 from . import compare, demo, factor_analysis, gmm, hierarchical, hmm, lda, linreg, mixreg, mixture
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     SystemExit(2) from ``parse_args`` instead.
     """
     args = build_parser().parse_args(argv)
+    # Warnings print as one line, without the library's file path and source line.
+    original_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         args.handler(args)
     except (ValueError, TypeError, NotImplementedError) as error:
@@ -43,7 +47,13 @@ def main(argv: list[str] | None = None) -> int:
         message = str(error).replace("method='division'", "--method division")
         print(f"fg-influence: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = original_format
     return 0
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"fg-influence: warning: {message} ({category.__name__})\n"
 
 
 if __name__ == "__main__":

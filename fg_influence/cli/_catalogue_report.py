@@ -134,7 +134,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
-              f"median relative error {accuracy['median_relative_error']:.2%}", file=out)
+              f"median relative error {100 * accuracy['median_relative_error']:.3g}%", file=out)
     print(f"All-row estimates and refits: {seconds:.2f} s", file=out)
 
     rows = []

@@ -79,7 +79,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
             f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
             f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
             f"{accuracy['top_k_overlap']:.0%}, median relative error "
-            f"{accuracy['median_relative_error']:.2%}",
+            f"{100 * accuracy['median_relative_error']:.3g}%",
             file=out,
         )
     else:

@@ -66,6 +66,8 @@ class LooSummary:
     elpd_i: np.ndarray
     n_sites: int
     n_improper: int
+    #: Which posteriors without each site the pointwise values come from.
+    source: str = "divided"
 
     def to_dict(self) -> dict:
         """Return the scalar fields as plain Python values, without the pointwise values."""
@@ -81,16 +83,16 @@ class LooSummary:
     def __str__(self) -> str:
         p_loo = "unavailable" if self.p_loo is None else f"{self.p_loo:.2f}"
         lines = [
-            f"LOO from divided posteriors over {self.n_sites} sites",
+            f"LOO from {self.source} posteriors over {self.n_sites} sites",
             f"  elpd_loo {self.elpd_loo:.2f}  (SE {self.se:.2f})",
             f"  p_loo    {p_loo}",
         ]
         if self.n_improper:
-            lines.append(f"  {self.n_improper} sites have an improper divided posterior")
+            lines.append(f"  {self.n_improper} sites have an improper {self.source} posterior")
         return "\n".join(lines)
 
 
-def summarize_loo(elpd_i: np.ndarray, in_sample: np.ndarray | None) -> LooSummary:
+def summarize_loo(elpd_i: np.ndarray, in_sample: np.ndarray | None, source: str = "divided") -> LooSummary:
     """Build a :class:`LooSummary` from pointwise LOO and in-sample log predictive densities.
 
     Parameters
@@ -99,6 +101,9 @@ def summarize_loo(elpd_i: np.ndarray, in_sample: np.ndarray | None) -> LooSummar
         ``log p(x_i | data without i)``, -inf where the divided posterior is improper.
     in_sample : ndarray, shape (N,), or None
         ``log p(x_i | all data)``.
+    source : str
+        Which posteriors without each site ``elpd_i`` comes from, for the
+        printed summary ("divided" or "linear-response corrected").
     """
     elpd_i = np.array(elpd_i, dtype=float)
     n_sites = elpd_i.size
@@ -110,7 +115,7 @@ def summarize_loo(elpd_i: np.ndarray, in_sample: np.ndarray | None) -> LooSummar
         se = float(np.sqrt(n_sites * np.var(elpd_i)))
     lppd = None if in_sample is None else float(np.sum(in_sample))
     p_loo = None if lppd is None else lppd - elpd_loo
-    return LooSummary(elpd_loo, se, p_loo, lppd, elpd_i, n_sites, int(improper.sum()))
+    return LooSummary(elpd_loo, se, p_loo, lppd, elpd_i, n_sites, int(improper.sum()), source)
 
 
 def in_sample_log_predictive(posterior: Posterior) -> np.ndarray | None:

@@ -234,7 +234,8 @@ class InfluenceResult:
     @cached_property
     def loo_summary(self) -> LooSummary:
         """elpd_loo, its standard error, p_loo and pointwise elpd_i, as ArviZ defines them."""
-        return summarize_loo(self.loo_log_predictive, in_sample_log_predictive(self.posterior))
+        source = "divided" if self.method == "division" else "linear-response corrected"
+        return summarize_loo(self.loo_log_predictive, in_sample_log_predictive(self.posterior), source)
 
     def summary_frame(self):
         """Tabulate every site as a pandas DataFrame indexed by the row labels (needs pandas).
