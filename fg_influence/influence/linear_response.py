@@ -155,6 +155,12 @@ class ResponseBlock:
     lower_bounds : dict of int to float
         Positions within the block whose corrected value must exceed the
         given bound for the posterior to stay in its family.
+    base, monomials : callable and tuple, optional
+        When every feature is a product of entries of a per-site vector,
+        ``base(sites)`` (n, B) returns that vector and ``monomials[p]`` lists
+        the entries whose product is feature p (an empty tuple for 1). J is
+        then assembled from the distinct products of two features, which is
+        cheaper where many sites are ambiguous.
     predictive_weights : callable or None
         For the block of the emission factor: ``predictive_weights(improper)``
         returns the shares (N, K) of the divided predictive density.
@@ -175,6 +181,8 @@ class ResponseBlock:
     predictive_correction: Callable
     lower_bounds: dict[int, float]
     predictive_weights: Callable | None = None
+    base: Callable | None = None
+    monomials: tuple | None = None
 
 
 RESPONSE_PROVIDERS: dict[type, Callable[[object, Posterior, str], ResponseBlock]] = {}
@@ -271,6 +279,8 @@ def _categorical_block(factor: CategoricalFactor, posterior: Posterior, variable
         shift_names=(f"{factor.weights}.mean",),
         predictive_correction=predictive_correction,
         lower_bounds={0: 0.0},
+        base=lambda sites: np.zeros((np.asarray(sites).size, 0)),
+        monomials=((),),
     )
 
 
@@ -471,6 +481,8 @@ def _gaussian_block(factor: GaussianMixtureFactor, posterior: Posterior, variabl
         # kappa' > 0 and nu' > D - 1, that is n' = nu' - D > -1.
         lower_bounds={d: 0.0, d + 1 + rows.size: -1.0},
         predictive_weights=predictive_weights,
+        base=lambda sites: X[sites],
+        monomials=(tuple((a,) for a in range(d)) + ((),) + tuple(zip(rows.tolist(), cols.tolist())) + ((),)),
     )
 
 
@@ -653,33 +665,89 @@ def response_blocks(posterior: Posterior) -> tuple[str, list[ResponseBlock]]:
     return local, blocks
 
 
-def assemble_missing_information(resp: np.ndarray, features: Callable) -> np.ndarray:
+def assemble_missing_information(resp: np.ndarray, features: Callable, moments=None) -> np.ndarray:
     """Assemble V = sum_j Phi_j C_j Phi_j^T in category-block layout, shape (K Q, K Q).
 
     Block (k, l) is sum_j C_j[k, l] f_j f_j^T with C_j[k, k] = r_jk (1 - r_jk)
     and C_j[k, l] = -r_jk r_jl. Only responsibilities above RESP_TOL enter,
     so a site with one such responsibility (C_j below about K RESP_TOL)
-    costs nothing, and each pair of categories costs one matrix product over
-    the sites where both are above RESP_TOL. ``features(sites)`` returns
-    the site statistics, shape (n, Q).
+    costs nothing. ``features(sites)`` returns the site statistics, shape
+    (n, Q).
+
+    Two routes give the same V. The direct one costs one matrix product per
+    pair of categories over the sites where both are active, about Q^2
+    multiply-adds per (site, pair). With ``moments = (base, monomials)``
+    (see ResponseBlock), every entry of f_j f_j^T is a product of entries of
+    base_j, and V's blocks are read from sum_j C_j[k, l] m_j, where m_j holds
+    the S distinct products: one wide matrix product costing S multiply-adds
+    per (site, pair) over all pairs at once. The cheaper route is taken.
     """
     n_sites, k_count = resp.shape
     active = resp > RESP_TOL
     ambiguous = np.flatnonzero(active.sum(axis=1) >= 2)
-    r, f, active = resp[ambiguous], features(ambiguous), active[ambiguous]
+    r, active = resp[ambiguous], active[ambiguous]
+    pairs, weights = [], []
+    for k in range(k_count):
+        for l in range(k, k_count):
+            both = active[:, k] & active[:, l]
+            if not both.any():
+                continue
+            value = r[:, k] * (1.0 - r[:, k]) if k == l else -r[:, k] * r[:, l]
+            pairs.append((k, l))
+            weights.append(np.where(both, value, 0.0))
+    weights = np.stack(weights, axis=1) if pairs else np.zeros((ambiguous.size, 0))
+    if moments is not None:
+        table = _MomentTable(moments[1])
+        q = table.size
+        direct_cost = np.count_nonzero(weights) * q * q
+        if ambiguous.size * len(pairs) * table.n_moments < direct_cost:
+            return _assemble_from_moments(ambiguous, weights, pairs, moments[0], table, k_count)
+    f = features(ambiguous)
     q = f.shape[1]
     v = np.zeros((k_count, q, k_count, q))
-    for k in range(k_count):
-        rows = np.flatnonzero(active[:, k])
-        if rows.size == 0:
-            continue
-        v[k, :, k, :] = f[rows].T @ (f[rows] * (r[rows, k] * (1.0 - r[rows, k]))[:, None])
-        for l in range(k + 1, k_count):
-            both = rows[active[rows, l]]
-            if both.size == 0:
-                continue
-            block = -(f[both].T @ (f[both] * (r[both, k] * r[both, l])[:, None]))
-            v[k, :, l, :] = block
+    for column, (k, l) in enumerate(pairs):
+        rows = np.flatnonzero(weights[:, column])
+        block = f[rows].T @ (f[rows] * weights[rows, column, None])
+        v[k, :, l, :] = block
+        if k != l:
+            v[l, :, k, :] = block.T
+    v = v.reshape(k_count * q, k_count * q)
+    return 0.5 * (v + v.T)
+
+
+class _MomentTable:
+    """Distinct products of two features, each feature a product of base entries."""
+
+    def __init__(self, monomials):
+        self.size = len(monomials)
+        index, slots = {}, []
+        self.lookup = np.empty((self.size, self.size), dtype=np.int64)
+        for p, left in enumerate(monomials):
+            for q, right in enumerate(monomials):
+                key = tuple(sorted(left + right))
+                if key not in index:
+                    index[key] = len(slots)
+                    slots.append(key)
+                self.lookup[p, q] = index[key]
+        width = max(1, max(len(key) for key in slots))
+        self.slots = np.full((len(slots), width), -1, dtype=np.int64)
+        for s, key in enumerate(slots):
+            self.slots[s, :len(key)] = key
+        self.n_moments = len(slots)
+
+
+def _assemble_from_moments(ambiguous, weights, pairs, base, table: _MomentTable, k_count: int) -> np.ndarray:
+    q = table.size
+    sums = np.zeros((len(pairs), table.n_moments))
+    for start in range(0, ambiguous.size, CHUNK_SITES):
+        rows = slice(start, start + CHUNK_SITES)
+        values = np.ascontiguousarray(base(ambiguous[rows]), dtype=float)
+        sums += weights[rows].T @ lr_kernels.monomial_moments(values, table.slots)
+    v = np.zeros((k_count, q, k_count, q))
+    for column, (k, l) in enumerate(pairs):
+        block = sums[column][table.lookup]
+        v[k, :, l, :] = block
+        if k != l:
             v[l, :, k, :] = block.T
     v = v.reshape(k_count * q, k_count * q)
     return 0.5 * (v + v.T)
@@ -718,8 +786,16 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     chol = np.linalg.cholesky(hessian)
 
     # B = L^T V L, block (k, l) = L_k^T V_kl L_l.
+    moments = None
+    if all(b.monomials is not None for b in blocks):
+        monomials, offset = [], 0
+        probe = [b.base(np.zeros(0, dtype=np.int64)).shape[1] for b in blocks]
+        for b, width in zip(blocks, probe):
+            monomials.extend(tuple(offset + i for i in m) for m in b.monomials)
+            offset += width
+        moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1), tuple(monomials))
     v = assemble_missing_information(
-        resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1))
+        resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1), moments)
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
     b_blocks = np.matmul(np.swapaxes(chol, 1, 2)[:, None], np.matmul(v_blocks, chol[None]))
     b_sym = b_blocks.transpose(0, 2, 1, 3).reshape(k_count * q, k_count * q)

@@ -266,3 +266,24 @@ def scatter_add_scaled(out, rows, weights, values):
         weight = weights[j]
         for c in range(width):
             out[row, c] += weight * values[j, c]
+
+
+@njit(cache=True, parallel=True)
+def monomial_moments(base, slots):
+    """Products of up to four entries of each row of ``base``, shape (n, S).
+
+    ``slots`` (S, 4) lists, for monomial s, the columns of ``base`` whose
+    product it is; -1 stands for the factor 1.
+    """
+    n = base.shape[0]
+    n_monomials, width = slots.shape
+    out = np.empty((n, n_monomials))
+    for i in prange(n):
+        for s in range(n_monomials):
+            value = 1.0
+            for slot in range(width):
+                column = slots[s, slot]
+                if column >= 0:
+                    value *= base[i, column]
+            out[i, s] = value
+    return out
