@@ -12,8 +12,8 @@ import numpy as np
 
 from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
-from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import add_site_options, positive_int
+from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
+from ._options import METHODS, add_site_options, positive_int
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
@@ -35,6 +35,12 @@ def register(commands) -> None:
     parser.add_argument("--columns", default=None, metavar="a,b",
                         help="comma-separated numeric columns (default: every column whose present "
                              "values are all numeric, except 'rownames')")
+    parser.add_argument("--method", choices=METHODS[:2], default="division",
+                        help="how to estimate the posterior without each row: 'division' keeps the "
+                             "other rows' latent factors at their fitted posterior; 'linear-response' "
+                             "adds their first-order response, which is much closer to exact refits "
+                             "(one factor only: with more, rotations of the factors make it "
+                             "undefined) (default: division)")
     add_site_options(parser, "rows")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
@@ -105,8 +111,12 @@ def run(args, out=None) -> dict:
     if np.any(scale == 0):
         constant = [c for c, s in zip(columns, scale) if s == 0]
         raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
+    if args.method == "linear-response" and args.factors != 1:
+        raise ValueError(f"--method linear-response needs --factors 1, got {args.factors}: with two or "
+                         f"more factors the model is invariant to rotating them, so the correction is "
+                         f"undefined; use --method division and confirm with --exact")
     model = FactorAnalysis(args.factors).fit((data - center) / scale)
-    result = model.influence()
+    result = model.influence(method=args.method)
     if args.exact is not None:
         count = args.exact if args.exact == "all" else min(args.exact, result.n_sites)
         result.compute_exact(count, progress=progress_bar(result.n_sites if count == "all" else count))
@@ -119,7 +129,8 @@ def run(args, out=None) -> dict:
         print(f"  {name}: loadings {np.round(row, 3).tolist()}, noise variance {noise:.3g}", file=out)
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
     order = result.top(args.top)
-    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row):", file=out)
+    print(f"\nThe {len(order)} most influential rows, by KL(q || q without the row)"
+          f"{TITLE_METHODS[args.method]}:", file=out)
     header = ["row"] + columns + ["KL"] + (["exact KL"] if exact_lookup else [])
     table = []
     for i in order:
@@ -151,6 +162,7 @@ def run(args, out=None) -> dict:
             "elbo": model.lower_bound_,
             "converged": model.converged_,
         },
+        "method": args.method,
         "accuracy": _json_accuracy(accuracy),
         "rows": [{"row": labels[i], "kl": _finite_or_none(result.kl[i]),
                   "exact_kl": _finite_or_none(exact_lookup[i]) if i in exact_lookup else None}

@@ -1098,8 +1098,9 @@ def all_site_summaries(posterior: Posterior, *, warn: bool = True, chunk_sites: 
     """Linear-response KL for every site now, LOO predictive density and shifts on first access.
 
     Graphs without local variables get division's summaries, which are
-    exact there (:class:`NoResponseSummaries`). Graphs with a local block
-    (the hierarchical normal model) go to
+    exact there (:class:`NoResponseSummaries`). Factor analysis goes to
+    :func:`fg_influence.influence.linear_response_factor_analysis.all_row_summaries`.
+    Graphs with another local block (the hierarchical normal model) go to
     :func:`fg_influence.influence.linear_response_blocks.all_group_summaries`;
     mixtures with one local categorical variable to
     :class:`LinearResponseSummaries`. Both offer ``kl_by_variable``,
@@ -1116,6 +1117,11 @@ def all_site_summaries(posterior: Posterior, *, warn: bool = True, chunk_sites: 
     blocks = block_names(posterior.graph)
     if not blocks and not list(posterior.graph.variables_of_role("local")):
         return NoResponseSummaries(posterior)
+    if blocks:
+        from .linear_response_factor_analysis import all_row_summaries, is_factor_analysis
+
+        if is_factor_analysis(posterior):
+            return all_row_summaries(posterior, warn=warn)
     if blocks:
         from .linear_response_blocks import all_group_summaries
 

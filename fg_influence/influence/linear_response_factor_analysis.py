@@ -1,0 +1,688 @@
+"""Linear-response correction for factor analysis, whose sites carry Gaussian latent blocks.
+
+Division removes row i's messages from the loadings' and noise precisions'
+posteriors with every other row's q(z_j) held at its fitted value.
+Refitting without the row also moves every other row's latent factors,
+which moves the globals further. This module adds that response to first
+order, as :mod:`fg_influence.influence.linear_response_blocks` does for the
+hierarchical normal model.
+
+The model (see :mod:`fg_influence.graph.factor_analysis_factors`) is, with
+zeta_i = (z_i, 1) and P = L + 1,
+
+    z_i ~ N(0, I_L),   x_id | z_i ~ N(w_d^T zeta_i, 1 / psi_d),
+
+with q(w_d) Gaussian (full P x P covariance) and q(psi_d) Gamma for each
+of the D columns, and a Gaussian block q(z_i) for each of the N rows.
+
+Coordinates. g holds, for every column d, the natural parameters of
+q(w_d), eta1_d (P numbers) and the upper triangle of eta2_d (T = P (P + 1)
+/ 2 numbers, each entry standing for itself and its mirror), and those of
+q(psi_d), (shape - 1, -rate): G = D (P + T + 2) numbers. The expected
+statistics paired with them are the gradient of the globals' log-partition
+A along each coordinate:
+
+    m_d = E[w_d],  c_ab = E[w_da w_db] (a = b) or 2 E[w_da w_db] (a < b),
+    E[ln psi_d],  omega_d = E[psi_d].
+
+Write u for these and H = du/dg, the Hessian of A (block-diagonal over
+columns, symmetric positive definite). With Sigma_d = (-2 eta2_d)^-1 a step
+d eta2 moves Sigma_d by 2 Sigma_d (d eta2) Sigma_d, m_d by that times
+eta1_d plus Sigma_d d eta1, and M_d = E[w_d w_d^T] by
+d Sigma_d + dm_d m_d^T + m_d dm_d^T; the Gamma block is
+[[psi'(a), 1 / b], [1 / b, a / b^2]].
+
+Fixed point. One Jacobi sweep of CAVI (update every block from g, then
+every global from the blocks and the other globals at g) maps g to
+prior + S(g), S(g) = sum_i s_i(u(g)). Row i's messages are the gradient in
+u of its expected log joint plus block entropy, maximised over q(z_i)
+(the envelope theorem):
+
+    to eta1_d:     omega_d x_id zeta_i
+    to eta2_d:     -omega_d E[zeta_i zeta_i^T] / 2
+    to shape - 1:  1 / 2 (constant)
+    to -rate:      -(x_id^2 - 2 x_id m_d^T zeta_i + tr(M_d E[zeta_i zeta_i^T])) / 2,
+
+with zeta_i = E[zeta_i] = (mu_i, 1). The block that u induces has the same
+covariance for every row, Sigma_z = Pi^-1,
+
+    Pi = I_L + sum_d (omega_d M_d)[:L, :L],
+    mu_i = Sigma_z h_i,  h_i = sum_d omega_d (x_id m_d[:L] - M_d[:L, L]).
+
+A change du = (dm, dM, d omega) moves it by (with A the L x D matrix of
+columns d omega_d m_d[:L] + omega_d dm_d[:L] and c = -sum_d (d omega_d M_d
++ omega_d dM_d)[:L, L])
+
+    dPi = sum_d (d omega_d M_d + omega_d dM_d)[:L, :L],
+    dSigma_z = -Sigma_z dPi Sigma_z,
+    dmu_i = Sigma_z (A x_i + c - dPi mu_i).
+
+Summed over rows, the messages need only the totals Z = sum_i
+E[zeta_i zeta_i^T] ([[N Sigma_z + sum mu mu^T, sum mu], [., N]]) and
+R = X^T zeta (D x P), and their moves
+
+    dZ[:L, :L] = N dSigma_z + K + K^T,   K = sum_i dmu_i mu_i^T
+               = Sigma_z (A X^T mu + c (sum mu)^T - dPi mu^T mu),
+    dZ[:L, L]  = sum_i dmu_i = Sigma_z (A X^T 1 + N c - dPi sum mu),
+    dR[:, :L]  = X^T dmu = (X^T X A^T + X^T 1 c^T - X^T mu dPi) Sigma_z,
+
+so the messages move by
+
+    to eta1_d:   d omega_d R_d + omega_d dR_d
+    to eta2_d:   -(d omega_d Z + omega_d dZ) / 2
+    to -rate:    dm_d^T R_d + m_d^T dR_d - tr(dM_d Z) / 2 - tr(M_d dZ) / 2.
+
+Every term depends on the data only through N, X^T 1, X^T X, X^T mu,
+sum mu and mu^T mu, so one row's own term uses the same formulas with that
+row's statistics. Taking du along each coordinate direction of u gives the
+G x G matrix V = dS/du (rows and columns of the shape coordinates are
+zero: no message reads E[ln psi], and the shape message is constant), and
+
+    J = dS/dg = V H.
+
+V is symmetric, being the Hessian in u of the rows' maximised terms. With
+H = L L^T, J is similar to B = L^T V L, and I - B is minus the Hessian of
+the ELBO, with the blocks maximised out, in the coordinates L^T g. Removing
+row i and linearising the fixed-point equation at the fit gives
+
+    delta_g_i = -(I - J)^-1 s_i = -L^-T (I - B)^-1 L^T s_i,
+
+division (-s_i) plus the response term, with one Cholesky factorisation of
+the G x G matrix I - B for every row.
+
+Rotations. With L >= 2 factors the model and the mean-field family are
+invariant to rotating every loading row's factor part and every z_i by the
+same orthogonal matrix (the priors N(0, I) and N(0, diag(loading
+precision)) are isotropic). The ELBO is then constant along L (L - 1) / 2
+directions through the fit, J has an eigenvalue 1 along each of them, and
+I - J is singular: the fixed point without a row is not isolated, and an
+exact refit ends wherever CAVI's slow drift along the rotation leaves it.
+The correction is therefore offered for one factor only; with more,
+:func:`build_factor_analysis_response_system` raises SingularResponseError
+and names the eigenvalue it measured.
+
+The library's own CAVI updates the loadings and then the noise precisions
+from the new loadings (a Gauss-Seidel sweep), which has the same fixed
+points as the Jacobi sweep above but a different Jacobian. The
+linearisation of the fixed-point equation, and so delta_g_i, uses the
+Jacobi form.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from scipy import linalg
+from scipy.special import polygamma
+
+from .._validation import check_site_indices
+from ..families import Gamma, MultivariateNormal
+from ..graph.blocks import block_names, loo_kl_by_division
+from ..graph.factor_analysis_factors import LatentPriorFactor, LinearGaussianFactor
+from ..inference.posterior import Posterior
+from .division import site_messages
+from .linear_response import CONDITION_WARN, IllConditionedResponseWarning, SingularResponseError
+
+__all__ = [
+    "FactorAnalysisLayout",
+    "FactorAnalysisResponseSystem",
+    "FactorAnalysisLinearResponseSummaries",
+    "all_row_summaries",
+    "build_factor_analysis_response_system",
+    "factor_analysis_factors",
+    "is_factor_analysis",
+    "newton_corrected_coordinates",
+]
+
+
+# The model's factors and its coordinates.
+
+
+def _find_factors(posterior: Posterior):
+    graph = posterior.graph
+    blocks = block_names(graph)
+    if len(blocks) != 1 or list(graph.variables_of_role("local")):
+        return None
+    factors = graph.factors_of(blocks[0])
+    priors = [f for f in factors if isinstance(f, LatentPriorFactor)]
+    likelihoods = [f for f in factors if isinstance(f, LinearGaussianFactor)]
+    if len(factors) != 2 or len(priors) != 1 or len(likelihoods) != 1:
+        return None
+    likelihood = likelihoods[0]
+    if {v.name for v in graph.variables_of_role("global")} != {likelihood.loadings, likelihood.noise}:
+        return None
+    return priors[0], likelihood
+
+
+def is_factor_analysis(posterior: Posterior) -> bool:
+    """True when the graph is factor analysis: one Gaussian block, a latent prior, a linear-Gaussian likelihood."""
+    return _find_factors(posterior) is not None
+
+
+def factor_analysis_factors(posterior: Posterior) -> LinearGaussianFactor:
+    """Return the ``LinearGaussianFactor`` of a factor analysis graph.
+
+    Raises
+    ------
+    NotImplementedError
+        If the graph is not factor analysis: one Gaussian block with a
+        ``LatentPriorFactor`` and a ``LinearGaussianFactor``, no local
+        categorical variable, and no global beyond the loadings and the
+        noise precisions.
+    """
+    found = _find_factors(posterior)
+    if found is None:
+        graph = posterior.graph
+        raise NotImplementedError(
+            f"this linear-response route supports factor analysis only (one Gaussian block with a "
+            f"LatentPriorFactor and a LinearGaussianFactor, no other local variable or global); this "
+            f"graph has blocks {block_names(graph)} and factors "
+            f"{sorted(type(f).__name__ for f in graph.factors.values())}. Use method='division'"
+        )
+    return found[1]
+
+
+@dataclass(frozen=True)
+class FactorAnalysisLayout:
+    """Positions of each global's natural parameters in g, for D columns and P = L + 1 loadings per row.
+
+    g = (eta1 (D, P) row by row, upper triangle of eta2 (D, T) row by row,
+    shape - 1 (D), -rate (D)).
+    """
+
+    n_columns: int
+    n_loadings: int
+
+    @property
+    def triangle(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.triu_indices(self.n_loadings)
+
+    @property
+    def n_triangle(self) -> int:
+        return self.n_loadings * (self.n_loadings + 1) // 2
+
+    @property
+    def size(self) -> int:
+        return self.n_columns * (self.n_loadings + self.n_triangle + 2)
+
+    @property
+    def eta1(self) -> slice:
+        return slice(0, self.n_columns * self.n_loadings)
+
+    @property
+    def eta2(self) -> slice:
+        start = self.n_columns * self.n_loadings
+        return slice(start, start + self.n_columns * self.n_triangle)
+
+    @property
+    def shape(self) -> slice:
+        start = self.eta2.stop
+        return slice(start, start + self.n_columns)
+
+    @property
+    def rate(self) -> slice:
+        start = self.shape.stop
+        return slice(start, start + self.n_columns)
+
+    def names(self, loadings: str, noise: str) -> tuple[str, ...]:
+        rows, cols = self.triangle
+        out = [f"{loadings}.eta1[{d},{a}]" for d in range(self.n_columns) for a in range(self.n_loadings)]
+        out += [f"{loadings}.eta2[{d},{a},{b}]" for d in range(self.n_columns) for a, b in zip(rows, cols)]
+        out += [f"{noise}.shape_minus_one[{d}]" for d in range(self.n_columns)]
+        out += [f"{noise}.minus_rate[{d}]" for d in range(self.n_columns)]
+        return tuple(out)
+
+    def pack(self, loadings_natural, noise_natural) -> np.ndarray:
+        """Natural parameters (site axes first, if any) as coordinates, shape (..., G)."""
+        eta1, eta2 = (np.asarray(p, dtype=float) for p in loadings_natural)
+        shape_term, rate_term = (np.asarray(p, dtype=float) for p in noise_natural)
+        rows, cols = self.triangle
+        lead = eta1.shape[:-2]
+        return np.concatenate([eta1.reshape(lead + (-1,)), eta2[..., rows, cols].reshape(lead + (-1,)),
+                               shape_term, rate_term], axis=-1)
+
+    def unpack(self, coords) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+        """Natural parameters of the loadings and of the noise at coordinates of shape (..., G)."""
+        coords = np.asarray(coords, dtype=float)
+        lead = coords.shape[:-1]
+        d, p = self.n_columns, self.n_loadings
+        rows, cols = self.triangle
+        eta1 = coords[..., self.eta1].reshape(lead + (d, p))
+        upper = coords[..., self.eta2].reshape(lead + (d, self.n_triangle))
+        eta2 = np.zeros(lead + (d, p, p))
+        eta2[..., rows, cols] = upper
+        eta2[..., cols, rows] = upper
+        return (eta1, eta2), (coords[..., self.shape].copy(), coords[..., self.rate].copy())
+
+
+# The Hessian of the log-partition and the Jacobian.
+
+
+def log_partition_hessian(layout: FactorAnalysisLayout, loadings: MultivariateNormal, noise: Gamma) -> np.ndarray:
+    """H = du/dg, the Hessian of the globals' log-partition in these coordinates, shape (G, G)."""
+    d_count, p = layout.n_columns, layout.n_loadings
+    rows, cols = layout.triangle
+    t = layout.n_triangle
+    sigma = loadings.covariance()                      # (D, P, P)
+    mean = loadings.mean                               # (D, P)
+    precision = loadings.precision
+    local = p + t
+    # Directions of q(w_d)'s coordinates: d eta1 (local, P) and d eta2 (local, P, P).
+    d_eta1 = np.zeros((local, p))
+    d_eta1[:p] = np.eye(p)
+    d_eta2 = np.zeros((local, p, p))
+    d_eta2[p + np.arange(t), rows, cols] = 1.0
+    d_eta2[p + np.arange(t), cols, rows] = 1.0
+    # dSigma = 2 Sigma d_eta2 Sigma;  dm = dSigma Lambda m + Sigma d_eta1.
+    d_sigma = 2.0 * np.einsum("dab,kbc,dce->dkae", sigma, d_eta2, sigma)
+    lam_m = np.einsum("dab,db->da", precision, mean)
+    d_mean = np.einsum("dkab,db->dka", d_sigma, lam_m) + np.einsum("dab,kb->dka", sigma, d_eta1)
+    d_second = d_sigma + d_mean[..., :, None] * mean[:, None, None, :] + mean[:, None, :, None] * d_mean[..., None, :]
+    weights = np.where(rows == cols, 1.0, 2.0)
+    d_u = np.concatenate([d_mean, weights * d_second[..., rows, cols]], axis=2)   # (D, local, local)
+
+    hessian = np.zeros((layout.size, layout.size))
+    eta1_pos = np.arange(layout.eta1.start, layout.eta1.stop).reshape(d_count, p)
+    eta2_pos = np.arange(layout.eta2.start, layout.eta2.stop).reshape(d_count, t)
+    shape, rate = np.asarray(noise.shape, dtype=float), np.asarray(noise.rate, dtype=float)
+    for column in range(d_count):
+        positions = np.concatenate([eta1_pos[column], eta2_pos[column]])
+        hessian[np.ix_(positions, positions)] = d_u[column].T
+        gamma_pos = [layout.shape.start + column, layout.rate.start + column]
+        hessian[np.ix_(gamma_pos, gamma_pos)] = [[polygamma(1, shape[column]), 1.0 / rate[column]],
+                                                 [1.0 / rate[column], shape[column] / rate[column] ** 2]]
+    return 0.5 * (hessian + hessian.T)
+
+
+def block_statistics(x: np.ndarray, latent_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Data statistics the Jacobian reads, summed over the given rows.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, D)
+        Rows of the data.
+    latent_mean : ndarray, shape (n, L)
+        E[z_i] of those rows at the fit.
+
+    Returns
+    -------
+    dict with ``count`` (float), ``sum_x`` (D,), ``xx`` (D, D), ``x_mu`` (D, L),
+    ``sum_mu`` (L,), ``mu_mu`` (L, L).
+    """
+    return {"count": float(x.shape[0]), "sum_x": x.sum(axis=0), "xx": x.T @ x, "x_mu": x.T @ latent_mean,
+            "sum_mu": latent_mean.sum(axis=0), "mu_mu": latent_mean.T @ latent_mean}
+
+
+def row_statistics(x: np.ndarray, latent_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Compute the statistics of :func:`block_statistics` for each row separately, row axis first."""
+    return {"count": np.ones(x.shape[0]), "sum_x": x.copy(), "xx": x[:, :, None] * x[:, None, :],
+            "x_mu": x[:, :, None] * latent_mean[:, None, :], "sum_mu": latent_mean.copy(),
+            "mu_mu": latent_mean[:, :, None] * latent_mean[:, None, :]}
+
+
+def message_information(layout: FactorAnalysisLayout, loadings: MultivariateNormal, noise: Gamma,
+                        latent_covariance: np.ndarray, stats: dict[str, np.ndarray]) -> np.ndarray:
+    """V = dS/du for the rows summarised in ``stats``, shape (G, G).
+
+    Column c is the move of the summed messages (in coordinates) when the
+    expected statistic paired with coordinate c moves by one, through the
+    blocks q(z_i) that the globals induce and through the messages' own
+    dependence on the globals. The formulas are in the module docstring.
+    ``latent_covariance`` is Sigma_z (L, L), the blocks' shared covariance.
+    """
+    d_count, p = layout.n_columns, layout.n_loadings
+    n_factors = p - 1
+    rows, cols = layout.triangle
+    t = layout.n_triangle
+    size = layout.size
+    mean = loadings.mean                                # (D, P)
+    second = loadings.expected_stats()[1]               # (D, P, P)
+    omega = np.asarray(noise.mean(), dtype=float)       # (D,)
+    sigma_z = latent_covariance
+    count, sum_x, xx, x_mu = stats["count"], stats["sum_x"], stats["xx"], stats["x_mu"]
+    sum_mu, mu_mu = stats["sum_mu"], stats["mu_mu"]
+
+    # Totals Z = sum_i E[zeta zeta^T] (P, P) and R = X^T zeta (D, P).
+    total = np.empty((p, p))
+    total[:n_factors, :n_factors] = count * sigma_z + mu_mu
+    total[:n_factors, n_factors] = total[n_factors, :n_factors] = sum_mu
+    total[n_factors, n_factors] = count
+    r = np.concatenate([x_mu, sum_x[:, None]], axis=1)
+
+    # Unit moves of u along each coordinate: dm (U, D, P), dM (U, D, P, P), d omega (U, D).
+    d_m = np.zeros((size, d_count, p))
+    d_second = np.zeros((size, d_count, p, p))
+    d_omega = np.zeros((size, d_count))
+    columns = np.arange(d_count)
+    eta1_pos = np.arange(layout.eta1.start, layout.eta1.stop).reshape(d_count, p)
+    eta2_pos = np.arange(layout.eta2.start, layout.eta2.stop).reshape(d_count, t)
+    for a in range(p):
+        d_m[eta1_pos[:, a], columns, a] = 1.0
+    for k, (a, b) in enumerate(zip(rows, cols)):
+        # c_ab = 2 E[w_a w_b] off the diagonal, so a unit move of it moves M_ab and M_ba by 1/2.
+        value = 1.0 if a == b else 0.5
+        d_second[eta2_pos[:, k], columns, a, b] = value
+        d_second[eta2_pos[:, k], columns, b, a] = value
+    d_omega[np.arange(layout.rate.start, layout.rate.stop), columns] = 1.0
+
+    # Block response.
+    weighted = d_omega[:, :, None, None] * second[None] + omega[None, :, None, None] * d_second
+    d_pi = weighted[:, :, :n_factors, :n_factors].sum(axis=1)                            # (U, L, L)
+    c = -weighted[:, :, :n_factors, n_factors].sum(axis=1)                               # (U, L)
+    a_mat = (d_omega[:, :, None] * mean[None, :, :n_factors]
+             + omega[None, :, None] * d_m[:, :, :n_factors]).transpose(0, 2, 1)         # (U, L, D)
+    d_sigma_z = -np.einsum("ab,ubc,cd->uad", sigma_z, d_pi, sigma_z)
+    k_mat = np.einsum("ab,ubc->uac", sigma_z,
+                      np.einsum("uad,dc->uac", a_mat, x_mu) + c[:, :, None] * sum_mu[None, None, :]
+                      - np.einsum("uab,bc->uac", d_pi, mu_mu))
+    d_sum_mu = np.einsum("ab,ub->ua", sigma_z, np.einsum("uad,d->ua", a_mat, sum_x) + count * c
+                         - np.einsum("uab,b->ua", d_pi, sum_mu))
+    d_x_mu = np.einsum("uda,ab->udb", np.einsum("de,uae->uda", xx, a_mat) + sum_x[None, :, None] * c[:, None, :]
+                       - np.einsum("da,uab->udb", x_mu, d_pi), sigma_z)                   # (U, D, L)
+    d_total = np.zeros((size, p, p))
+    d_total[:, :n_factors, :n_factors] = count * d_sigma_z + k_mat + np.swapaxes(k_mat, 1, 2)
+    d_total[:, :n_factors, n_factors] = d_sum_mu
+    d_total[:, n_factors, :n_factors] = d_sum_mu
+    d_r = np.zeros((size, d_count, p))
+    d_r[:, :, :n_factors] = d_x_mu
+
+    # Message moves, in coordinates.
+    to_eta1 = d_omega[:, :, None] * r[None] + omega[None, :, None] * d_r                  # (U, D, P)
+    to_eta2 = -0.5 * (d_omega[:, :, None, None] * total[None, None] + omega[None, :, None, None] * d_total[:, None])
+    to_rate = (np.einsum("udp,dp->ud", d_m, r) + np.einsum("dp,udp->ud", mean, d_r)
+               - 0.5 * np.einsum("udab,ba->ud", d_second, total) - 0.5 * np.einsum("dab,uba->ud", second, d_total))
+    by_direction = np.concatenate([to_eta1.reshape(size, -1), to_eta2[..., rows, cols].reshape(size, -1),
+                                   np.zeros((size, d_count)), to_rate], axis=1)
+    return by_direction.T
+
+
+@dataclass
+class FactorAnalysisResponseSystem:
+    """J = dS/dg at a fitted factor analysis posterior, and (I - J)^-1 by Cholesky.
+
+    Attributes
+    ----------
+    layout : FactorAnalysisLayout
+    names : tuple of str
+        Name of each of the G coordinates.
+    variables : tuple of str
+        Names of the loadings and of the noise precisions.
+    coordinates : ndarray, shape (G,)
+        Fitted g.
+    prior_coordinates : ndarray, shape (G,)
+    site_messages : ndarray, shape (N, G)
+        Each row's messages s_i at the fit (those division subtracts).
+    hessian : ndarray, shape (G, G)
+        H, the Hessian of the globals' log-partition.
+    cholesky : ndarray, shape (G, G)
+        Lower Cholesky factor L of H.
+    latent_covariance : ndarray, shape (L, L)
+        Sigma_z, the covariance every row's block shares at the fit.
+    row_statistics : dict of str to ndarray
+        Each row's data statistics (row axis first), for its own term J_i.
+    information : ndarray, shape (G, G)
+        V = dS/du, symmetrised.
+    symmetric : ndarray, shape (G, G)
+        B = L^T V L.
+    eigenvalues : ndarray, shape (G,)
+        Of J (equal to those of B), ascending.
+    condition_number : float
+        Of I - J, as (1 - smallest) / (1 - largest) eigenvalue.
+    """
+
+    layout: FactorAnalysisLayout
+    names: tuple
+    variables: tuple
+    coordinates: np.ndarray
+    prior_coordinates: np.ndarray
+    site_messages: np.ndarray
+    hessian: np.ndarray
+    cholesky: np.ndarray
+    latent_covariance: np.ndarray
+    row_statistics: dict
+    information: np.ndarray
+    symmetric: np.ndarray
+    eigenvalues: np.ndarray
+    condition_number: float
+    loadings: MultivariateNormal
+    noise: Gamma
+
+    @property
+    def n_sites(self) -> int:
+        return self.site_messages.shape[0]
+
+    @property
+    def largest_eigenvalue(self) -> float:
+        return float(self.eigenvalues[-1])
+
+    @cached_property
+    def jacobian(self) -> np.ndarray:
+        """J = V H, shape (G, G)."""
+        return self.information @ self.hessian
+
+    @cached_property
+    def _factor(self):
+        return linalg.cho_factor(np.eye(self.layout.size) - self.symmetric, lower=True)
+
+    def solve(self, vectors: np.ndarray) -> np.ndarray:
+        """(I - J)^-1 applied to each row of ``vectors`` (n, G), as L^-T (I - B)^-1 L^T."""
+        inner = linalg.cho_solve(self._factor, self.cholesky.T @ np.asarray(vectors, dtype=float).T)
+        return linalg.solve_triangular(self.cholesky, inner, lower=True, trans="T").T
+
+    def corrected_coordinates(self, sites) -> np.ndarray:
+        """g + delta_g_i = g - (I - J)^-1 s_i for each given row, shape (n, G)."""
+        sites = np.asarray(sites)
+        return self.coordinates[None] - self.solve(self.site_messages[sites])
+
+    def site_jacobian(self, site: int) -> np.ndarray:
+        """J_i = V_i H, row i's own term of J, shape (G, G)."""
+        stats = {key: value[site] for key, value in self.row_statistics.items()}
+        own = message_information(self.layout, self.loadings, self.noise, self.latent_covariance, stats)
+        return own @ self.hessian
+
+    def natural_params(self, coords: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        """Natural parameters of each global at coordinates of shape (..., G), by variable name."""
+        loadings, noise = self.layout.unpack(coords)
+        return dict(zip(self.variables, (loadings, noise)))
+
+    def to_globals(self, coords: np.ndarray) -> dict:
+        """Build the global posteriors at coordinates (G,); raise ValueError if one is improper."""
+        natural = self.natural_params(coords)
+        loadings, noise = self.variables
+        return {loadings: MultivariateNormal.from_natural(*natural[loadings]),
+                noise: Gamma.from_natural(*natural[noise])}
+
+
+def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = True) -> FactorAnalysisResponseSystem:
+    """Assemble J at a fitted factor analysis posterior and factorise I - B.
+
+    Raises
+    ------
+    NotImplementedError
+        If the graph is not factor analysis.
+    SingularResponseError
+        If the model has two or more factors (the rotation symmetry makes
+        I - J singular), or J has an eigenvalue of at least 1 (the fit is
+        not a strict local maximum of the ELBO).
+
+    Warns
+    -----
+    IllConditionedResponseWarning
+        If the condition number of I - J exceeds CONDITION_WARN.
+    """
+    likelihood = factor_analysis_factors(posterior)
+    variables = (likelihood.loadings, likelihood.noise)
+    loadings, noise = (posterior.globals[name] for name in variables)
+    graph = posterior.graph
+    layout = FactorAnalysisLayout(loadings.mean.shape[0], loadings.mean.shape[1])
+
+    all_sites = np.arange(posterior.n_sites)
+    messages = layout.pack(*(site_messages(posterior, name, all_sites) for name in variables))
+    x = posterior.data[likelihood.observed]
+    latent = posterior.locals[likelihood.block]
+    latent_mean = np.asarray(latent.stat0, dtype=float)
+    # Every row's block has the same covariance; recompute it from the
+    # globals so that J is taken at the blocks they induce.
+    n_factors = layout.n_loadings - 1
+    second = loadings.expected_stats()[1]
+    omega = np.asarray(noise.mean(), dtype=float)
+    latent_precision = np.eye(n_factors) + np.einsum("d,dab->ab", omega, second)[:n_factors, :n_factors]
+    latent_covariance = np.linalg.inv(latent_precision)
+    latent_covariance = 0.5 * (latent_covariance + latent_covariance.T)
+
+    hessian = log_partition_hessian(layout, loadings, noise)
+    chol = np.linalg.cholesky(hessian)
+    information = message_information(layout, loadings, noise, latent_covariance, block_statistics(x, latent_mean))
+    information = 0.5 * (information + information.T)
+    b_sym = chol.T @ information @ chol
+    b_sym = 0.5 * (b_sym + b_sym.T)
+    eigenvalues = np.linalg.eigvalsh(b_sym)
+    if n_factors >= 2:
+        raise SingularResponseError(
+            f"the linear-response correction for factor analysis supports one factor only, got "
+            f"{n_factors}: with two or more the model is invariant to rotating the factors, so J has "
+            f"{n_factors * (n_factors - 1) // 2} eigenvalue(s) at 1 (largest measured here "
+            f"{eigenvalues[-1]:.6g}), I - J is singular, and the fixed point without a row is not "
+            f"isolated. Use method='division' as a screen and confirm with exact refits, or fit one factor"
+        )
+    condition = _check_conditioning(eigenvalues, warn)
+    prior = graph.variables
+    return FactorAnalysisResponseSystem(
+        layout=layout,
+        names=layout.names(*variables),
+        variables=variables,
+        coordinates=layout.pack(loadings.natural_params(), noise.natural_params()),
+        prior_coordinates=layout.pack(prior[variables[0]].prior.natural_params(),
+                                      prior[variables[1]].prior.natural_params()),
+        site_messages=messages,
+        hessian=hessian,
+        cholesky=chol,
+        latent_covariance=latent_covariance,
+        row_statistics=row_statistics(x, latent_mean),
+        information=information,
+        symmetric=b_sym,
+        eigenvalues=eigenvalues,
+        condition_number=condition,
+        loadings=loadings,
+        noise=noise,
+    )
+
+
+def _check_conditioning(eigenvalues: np.ndarray, warn: bool) -> float:
+    largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
+    gap = 1.0 - largest
+    if not gap > 8 * np.finfo(float).eps:
+        raise SingularResponseError(
+            f"I - J is singular or indefinite: the CAVI map's Jacobian J has an eigenvalue of "
+            f"{largest:.6g} (at least 1), so the fit is not a strict local maximum of the ELBO and "
+            f"the linear-response correction is undefined. Refit with a smaller tol or a larger "
+            f"max_iter, or use stronger priors, or use method='division'"
+        )
+    condition = float((1.0 - smallest) / gap)
+    if warn and condition > CONDITION_WARN:
+        warnings.warn(
+            f"I - J is badly conditioned (condition number {condition:.3g}, largest eigenvalue of J "
+            f"{largest:.6g}): CAVI barely pins down some direction of the global posterior, so the "
+            f"linear-response estimates may be inaccurate. Use stronger priors, or check the "
+            f"estimates against exact refits",
+            IllConditionedResponseWarning,
+            stacklevel=3,
+        )
+    return condition
+
+
+def newton_corrected_coordinates(system: FactorAnalysisResponseSystem, site: int) -> np.ndarray:
+    """Take one Newton step from the fit towards the fixed point without row i, shape (G,).
+
+    The fixed-point equation without row i is F(g) = g - prior - S(g) + s_i(g) = 0.
+    At the fit F = s_i and F' = I - (J - J_i), so the Newton step is
+    g - (I - J + J_i)^-1 s_i = g - s_i - (I - J + J_i)^-1 (J - J_i) s_i: division
+    plus a response term. The all-row estimate uses J in place of J - J_i.
+    """
+    site = int(check_site_indices([site], system.n_sites)[0])
+    without = system.jacobian - system.site_jacobian(site)
+    step = np.linalg.solve(np.eye(system.layout.size) - without, system.site_messages[site])
+    return system.coordinates - step
+
+
+# All-row summaries.
+
+
+class FactorAnalysisLinearResponseSummaries:
+    """Per-row summaries of the linear-response corrected global posteriors, row axis first.
+
+    Each row's corrected coordinates g - (I - J)^-1 s_i are turned into
+    Gaussian and Gamma posteriors and compared with the fit exactly. A
+    corrected posterior is improper when a Gamma shape or rate is at most 0
+    or a loading row's precision is not positive definite. Such a row is
+    flagged in ``improper``, and its KL and shifts are left at 0.
+
+    Factor analysis has no closed-form LOO predictive density (division
+    offers none either), so ``loo_log_predictive`` raises ValueError.
+
+    Attributes
+    ----------
+    system : FactorAnalysisResponseSystem
+    corrected : ndarray, shape (N, G)
+        Corrected coordinates of every row.
+    kl_by_variable : dict of str to ndarray, shape (N,)
+        KL(q || q corrected) of each global, 0 for improper rows.
+    improper : ndarray of bool, shape (N,)
+    """
+
+    def __init__(self, posterior: Posterior, *, warn: bool = True):
+        self.posterior = posterior
+        self.system = build_factor_analysis_response_system(posterior, warn=warn)
+        system = self.system
+        self.corrected = system.corrected_coordinates(np.arange(system.n_sites))
+        self.improper = ~np.all(np.isfinite(self.corrected), axis=1)
+        self.corrected[self.improper] = system.coordinates
+
+        # KL through division's batched routine, with the corrected move as the "message".
+        moved = system.natural_params(self.corrected)
+        fitted = system.natural_params(system.coordinates)
+        self.kl_by_variable = {}
+        for name in system.variables:
+            difference = tuple(f[None] - c for f, c in zip(fitted[name], moved[name]))
+            self.kl_by_variable[name] = loo_kl_by_division(posterior.globals[name], difference, self.improper)
+        for values in self.kl_by_variable.values():
+            self.improper |= ~np.isfinite(values)
+        for values in self.kl_by_variable.values():
+            values[self.improper] = 0.0
+
+    @property
+    def shift_names(self) -> list[str]:
+        loadings, noise = self.system.variables
+        return [f"{loadings}.mean", f"{noise}.mean"]
+
+    @cached_property
+    def shifts(self) -> dict[str, np.ndarray]:
+        """E[w] corrected minus E[w] (N, D, L + 1) and E[psi] corrected minus E[psi] (N, D); 0 where improper."""
+        loadings, noise = self.system.variables
+        natural = self.system.natural_params(self.corrected)
+        eta1, eta2 = natural[loadings]
+        shape_term, rate_term = natural[noise]
+        proper = ~self.improper
+        loading_shift = np.zeros(eta1.shape)
+        noise_shift = np.zeros(shape_term.shape)
+        if proper.any():
+            # The corrected precisions of proper rows are positive definite (their KL was finite).
+            corrected_mean = np.linalg.solve(-2.0 * eta2[proper], eta1[proper][..., None])[..., 0]
+            loading_shift[proper] = corrected_mean - self.posterior.globals[loadings].mean
+            noise_shift[proper] = (shape_term[proper] + 1.0) / -rate_term[proper] - self.posterior.globals[noise].mean()
+        return {f"{loadings}.mean": loading_shift, f"{noise}.mean": noise_shift}
+
+    @property
+    def loo_log_predictive(self) -> np.ndarray:
+        raise ValueError(
+            "the LOO log predictive density is not available for factor analysis: its factor has no "
+            "closed form for it, under division or under the linear-response correction"
+        )
+
+
+def all_row_summaries(posterior: Posterior, *, warn: bool = True) -> FactorAnalysisLinearResponseSummaries:
+    """Linear-response KL of every row of a factor analysis fit, shifts on first access."""
+    return FactorAnalysisLinearResponseSummaries(posterior, warn=warn)
