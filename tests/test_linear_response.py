@@ -390,10 +390,10 @@ def test_model_without_latents_gives_division_numbers():
 
 
 def test_unsupported_block_model_raises():
-    from fg_influence.models import FactorAnalysis
+    from fg_influence.models import LatentDirichletAllocation
 
-    X = standardized(load_iris().data)
-    model = FactorAnalysis(1, random_state=0).fit(X)
+    counts = np.random.default_rng(0).poisson(2.0, size=(20, 6))
+    model = LatentDirichletAllocation(2, random_state=0).fit(counts)
     with pytest.raises(NotImplementedError, match="hierarchical normal model only.*method='division'"):
         model.influence(method="linear-response")
 
