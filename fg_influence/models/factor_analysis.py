@@ -135,8 +135,11 @@ class FactorAnalysis:
     def influence(self, method: str = "division") -> InfluenceResult:
         """Leave-one-out influence of every example, by dividing its messages.
 
-        ``method="linear-response"`` is not available for this model and
-        raises NotImplementedError.
+        ``method="linear-response"`` adds the other rows' response (see
+        :mod:`fg_influence.influence.linear_response_factor_analysis`); it
+        needs one factor, because with two or more a rotation of the factors
+        leaves the CAVI map with an eigenvalue of 1 and SingularResponseError
+        is raised.
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)
