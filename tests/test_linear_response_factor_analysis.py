@@ -28,6 +28,7 @@ from fg_influence.graph import blocks
 from fg_influence.inference.cavi import global_natural_params, update_global
 from fg_influence.inference.posterior import Posterior
 from fg_influence.influence import InfluenceResult, posterior_kl
+from fg_influence.influence import linear_response as lr
 from fg_influence.influence import linear_response_factor_analysis as lrf
 from fg_influence.models import GaussianMixture
 from fg_influence.models.factor_analysis import FactorAnalysis
@@ -284,7 +285,7 @@ def test_globals_off_fixed_point_rejected(iris_model):
 
 def test_bad_conditioning_warns(iris_model, monkeypatch):
     # Measured condition number 84.5 on this fit; any threshold below it must warn.
-    monkeypatch.setattr(lrf, "CONDITION_WARN", 10.0)
+    monkeypatch.setattr(lr, "CONDITION_WARN", 10.0)
     with pytest.warns(lrf.IllConditionedResponseWarning, match=r"condition number 8\d\.\d"):
         iris_model.influence(method="linear-response")
 

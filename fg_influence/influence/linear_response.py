@@ -802,7 +802,7 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     b_sym = 0.5 * (b_sym + b_sym.T)
 
     basis, rates, largest, smallest = _kept_directions(b_sym, k_count, q)
-    condition = _check_conditioning(largest, smallest, warn)
+    condition = check_conditioning(largest, smallest, warn)
     return ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, basis, rates)
 
 
@@ -854,23 +854,47 @@ def _largest_eigenvalue(matrix: np.ndarray) -> float:
         return float(np.linalg.eigvalsh(matrix)[-1])
 
 
-def _check_conditioning(largest: float, smallest: float, warn: bool) -> float:
+#: Advice in the errors and warnings about I - J, for mixtures.
+MIXTURE_ADVICE = {
+    "singular": "Refit with a tighter tol or more n_init, use fewer components or a stronger prior, "
+                "or use method='division'",
+    "cause": "often a component that is barely used or two components that overlap",
+    "ill_conditioned": "use fewer components or a stronger prior, or check them against exact refits",
+}
+
+
+def check_conditioning(largest: float, smallest: float, warn: bool, advice: dict | None = None) -> float:
+    """Return the condition number (1 - smallest) / (1 - largest) of I - J, or raise if it is singular.
+
+    ``largest`` and ``smallest`` are J's extreme eigenvalues. ``advice`` has
+    the keys of MIXTURE_ADVICE (the default) and words the remedies for the
+    model at hand.
+
+    Raises
+    ------
+    SingularResponseError
+        If the largest eigenvalue is at least 1.
+
+    Warns
+    -----
+    IllConditionedResponseWarning
+        If ``warn`` and the condition number exceeds CONDITION_WARN.
+    """
+    advice = MIXTURE_ADVICE if advice is None else advice
     gap = 1.0 - largest
     if not gap > 8 * np.finfo(float).eps:
         raise SingularResponseError(
             f"I - J is singular or indefinite: the CAVI map's Jacobian J has an eigenvalue of "
             f"{largest:.6g} (at least 1), so the fit is not a stable fixed point and the "
-            f"linear-response correction is undefined. Refit with a tighter tol or more n_init, "
-            f"use fewer components or a stronger prior, or use method='division'"
+            f"linear-response correction is undefined. {advice['singular']}"
         )
     condition = float((1.0 - smallest) / gap)
     if warn and condition > CONDITION_WARN:
         warnings.warn(
             f"I - J is badly conditioned (condition number {condition:.3g}, largest eigenvalue of J "
-            f"{largest:.6g}): CAVI barely pins down some direction of the posterior, often a "
-            f"component that is barely used or two components that overlap. The linear-response "
-            f"estimates may be inaccurate; use fewer components or a stronger prior, or check "
-            f"them against exact refits",
+            f"{largest:.6g}): CAVI barely pins down some direction of the posterior, "
+            f"{advice['cause']}. The linear-response estimates may be inaccurate; "
+            f"{advice['ill_conditioned']}",
             IllConditionedResponseWarning,
             stacklevel=3,
         )

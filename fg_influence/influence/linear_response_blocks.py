@@ -85,7 +85,6 @@ equation, and so delta_g_j, uses the Jacobi form.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -99,7 +98,11 @@ from ..graph.blocks import block_names, loo_kl_by_division
 from ..graph.group_factors import LOG_2PI, GroupPriorFactor, GroupRegressionFactor
 from ..inference.posterior import Posterior
 from .division import site_messages
-from .linear_response import CONDITION_WARN, IllConditionedResponseWarning, SingularResponseError
+from .linear_response import (  # noqa: F401  (the exception types are re-exported for callers)
+    IllConditionedResponseWarning,
+    SingularResponseError,
+    check_conditioning,
+)
 
 __all__ = [
     "HierarchicalResponseSystem",
@@ -428,7 +431,7 @@ def build_hierarchical_response_system(posterior: Posterior, *, warn: bool = Tru
     b_sym = chol.T @ v @ chol
     b_sym = 0.5 * (b_sym + b_sym.T)
     eigenvalues = np.linalg.eigvalsh(b_sym)
-    condition = _check_conditioning(eigenvalues, warn)
+    condition = check_conditioning(float(eigenvalues[-1]), float(eigenvalues[0]), warn, ADVICE)
     return HierarchicalResponseSystem(
         layout=layout,
         names=layout.names(*variables),
@@ -447,27 +450,13 @@ def build_hierarchical_response_system(posterior: Posterior, *, warn: bool = Tru
     )
 
 
-def _check_conditioning(eigenvalues: np.ndarray, warn: bool) -> float:
-    largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
-    gap = 1.0 - largest
-    if not gap > 8 * np.finfo(float).eps:
-        raise SingularResponseError(
-            f"I - J is singular or indefinite: the CAVI map's Jacobian J has an eigenvalue of "
-            f"{largest:.6g} (at least 1), so the fit is not a strict local maximum of the ELBO and "
-            f"the linear-response correction is undefined. Refit with a smaller tol or a larger "
-            f"max_iter, or use stronger priors on the precisions, or use method='division'"
-        )
-    condition = float((1.0 - smallest) / gap)
-    if warn and condition > CONDITION_WARN:
-        warnings.warn(
-            f"I - J is badly conditioned (condition number {condition:.3g}, largest eigenvalue of J "
-            f"{largest:.6g}): CAVI barely pins down some direction of the global posterior, so the "
-            f"linear-response estimates may be inaccurate. Use stronger priors on the precisions, "
-            f"or check the estimates against exact refits",
-            IllConditionedResponseWarning,
-            stacklevel=3,
-        )
-    return condition
+#: Advice in the errors and warnings about I - J, for the hierarchical normal model.
+ADVICE = {
+    "singular": "Refit with a smaller tol or a larger max_iter, or use stronger priors on the precisions, "
+                "or use method='division'",
+    "cause": "often a between-group precision that the data barely determine",
+    "ill_conditioned": "use stronger priors on the precisions, or check the estimates against exact refits",
+}
 
 
 def newton_corrected_coordinates(system: HierarchicalResponseSystem, site: int) -> np.ndarray:

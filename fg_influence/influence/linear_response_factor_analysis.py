@@ -110,7 +110,6 @@ Jacobi form.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -124,7 +123,11 @@ from ..graph.blocks import block_names, loo_kl_by_division
 from ..graph.factor_analysis_factors import LatentPriorFactor, LinearGaussianFactor
 from ..inference.posterior import Posterior
 from .division import site_messages
-from .linear_response import CONDITION_WARN, IllConditionedResponseWarning, SingularResponseError
+from .linear_response import (  # noqa: F401  (the exception types are re-exported for callers)
+    IllConditionedResponseWarning,
+    SingularResponseError,
+    check_conditioning,
+)
 
 __all__ = [
     "FactorAnalysisLayout",
@@ -548,7 +551,7 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
             f"{eigenvalues[-1]:.6g}), I - J is singular, and the fixed point without a row is not "
             f"isolated. Use method='division' as a screen and confirm with exact refits, or fit one factor"
         )
-    condition = _check_conditioning(eigenvalues, warn)
+    condition = check_conditioning(float(eigenvalues[-1]), float(eigenvalues[0]), warn, ADVICE)
     prior = graph.variables
     return FactorAnalysisResponseSystem(
         layout=layout,
@@ -571,27 +574,13 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
     )
 
 
-def _check_conditioning(eigenvalues: np.ndarray, warn: bool) -> float:
-    largest, smallest = float(eigenvalues[-1]), float(eigenvalues[0])
-    gap = 1.0 - largest
-    if not gap > 8 * np.finfo(float).eps:
-        raise SingularResponseError(
-            f"I - J is singular or indefinite: the CAVI map's Jacobian J has an eigenvalue of "
-            f"{largest:.6g} (at least 1), so the fit is not a strict local maximum of the ELBO and "
-            f"the linear-response correction is undefined. Refit with a smaller tol or a larger "
-            f"max_iter, or use stronger priors, or use method='division'"
-        )
-    condition = float((1.0 - smallest) / gap)
-    if warn and condition > CONDITION_WARN:
-        warnings.warn(
-            f"I - J is badly conditioned (condition number {condition:.3g}, largest eigenvalue of J "
-            f"{largest:.6g}): CAVI barely pins down some direction of the global posterior, so the "
-            f"linear-response estimates may be inaccurate. Use stronger priors, or check the "
-            f"estimates against exact refits",
-            IllConditionedResponseWarning,
-            stacklevel=3,
-        )
-    return condition
+#: Advice in the errors and warnings about I - J, for factor analysis.
+ADVICE = {
+    "singular": "Refit with a smaller tol or a larger max_iter, or use stronger priors, "
+                "or use method='division'",
+    "cause": "often a loading or noise precision that the data barely determine",
+    "ill_conditioned": "use stronger priors, or check the estimates against exact refits",
+}
 
 
 def newton_corrected_coordinates(system: FactorAnalysisResponseSystem, site: int) -> np.ndarray:
