@@ -64,12 +64,24 @@ def save(obj, path) -> None:
     ------
     TypeError
         If ``obj`` is neither, or its graph uses a family or factor whose
-        constructor arguments cannot be read back.
+        constructor arguments cannot be read back, or local blocks.
     ValueError
         If the model is not fitted or the file cannot be written.
+
+    NOTE: graphs with local blocks (the hierarchical normal model, hidden
+    Markov models, factor analysis, LDA) cannot be saved yet.
     """
+    from .graph.blocks import block_names
     from .influence import InfluenceResult
 
+    graph = getattr(getattr(obj, "posterior", None) or getattr(obj, "posterior_", None), "graph", None)
+    if graph is not None and block_names(graph):
+        raise TypeError(
+            f"cannot save this {type(obj).__name__}: its graph has local blocks {block_names(graph)} "
+            f"(hierarchical normal, hidden Markov, factor analysis and LDA models), which the file "
+            f"format does not store yet. Export the per-site values with to_json() or "
+            f"summary_frame() instead"
+        )
     arrays: dict[str, np.ndarray] = {}
     if isinstance(obj, InfluenceResult):
         posterior = obj.posterior

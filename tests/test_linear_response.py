@@ -437,3 +437,52 @@ def test_cli_unsupported_method_is_one_line(tmp_path, capsys):
 def test_loo_summary_names_its_posteriors(iris_fit, iris_results):
     assert str(iris_results.loo_summary).startswith("LOO from linear-response corrected posteriors")
     assert str(iris_fit.influence().loo_summary).startswith("LOO from divided posteriors")
+
+
+def test_block_models_refuse_to_save(tmp_path):
+    from fg_influence import io
+    from fg_influence.datasets import load_sleepstudy
+    from fg_influence.models import HierarchicalNormal
+
+    data = load_sleepstudy().data
+    model = HierarchicalNormal().fit(data[:, 0], data[:, 2].astype(int), data[:, 1])
+    for obj in (model, model.influence(method="linear-response")):
+        with pytest.raises(TypeError, match="local blocks.*to_json"):
+            io.save(obj, tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()
+    with pytest.raises(TypeError, match="method must be a string"):
+        model.influence(method=None)
+
+
+def test_export_without_predictive_density():
+    import json
+
+    from fg_influence.models import FactorAnalysis
+
+    X = standardized(load_iris().data)
+    result = FactorAnalysis(1, random_state=0).fit(X).influence(method="linear-response")
+    document = json.loads(result.to_json())
+    # Factor analysis offers no LOO predictive density, so the export leaves it out.
+    assert document["method"] == "linear-response"
+    assert document["loo_log_predictive"] is None
+    assert document["loo"] is None
+    assert len(document["kl"]) == X.shape[0]
+    frame = result.summary_frame()
+    assert "loo_log_predictive" not in frame.columns
+    assert np.allclose(frame["kl"].to_numpy(), result.kl)
+
+
+def test_unscaled_diagonal_mixture_has_linear_response():
+    from fg_influence.models import DiagonalGaussianMixture
+
+    # Velocities near 2e4 km/s: the Hessian's entries span many orders of
+    # magnitude, which an unscaled definiteness check mistook for singular.
+    X = load_galaxies().data
+    model = DiagonalGaussianMixture(3, random_state=0, n_init=3).fit(X)
+    response = model.influence(method="linear-response")
+    rescaled = DiagonalGaussianMixture(3, random_state=0, n_init=3).fit(X / 1000.0)
+    assert np.all(np.isfinite(response.kl))
+    # The default priors follow the data's scale, so the KL hardly depends on
+    # the units (measured: Spearman 1.0, largest relative difference 1.3e-3,
+    # from rounding amplified by the badly scaled coordinates).
+    assert spearmanr(response.kl, rescaled.influence(method="linear-response").kl).statistic >= 0.99

@@ -59,7 +59,9 @@ def result_columns(result) -> dict[str, np.ndarray]:
         kl_part = np.array(values, dtype=float)
         kl_part[result.improper] = np.inf
         columns[f"kl.{variable}"] = kl_part
-    columns["loo_log_predictive"] = result.loo_log_predictive
+    log_predictive = _log_predictive_or_none(result)
+    if log_predictive is not None:
+        columns["loo_log_predictive"] = log_predictive
     for name, values in result.shifts().items():
         columns.update(_flat_columns(f"shift.{name}", np.asarray(values)))
     columns["improper"] = result.improper
@@ -85,9 +87,22 @@ def summary_frame(result):
     return frame
 
 
+def _log_predictive_or_none(result):
+    """The result's LOO log predictive density, or None for models that offer none."""
+    try:
+        return result.loo_log_predictive
+    except ValueError:
+        return None
+
+
 def result_to_dict(result) -> dict:
-    """Build a JSON-ready document of ``result``: labels, measures, shifts, exact values and LOO summary."""
-    loo = result.loo_summary
+    """Build a JSON-ready document of ``result``: labels, measures, shifts, exact values and LOO summary.
+
+    For models without a LOO predictive density (factor analysis, hidden
+    Markov models, LDA) ``loo_log_predictive`` and ``loo`` are None.
+    """
+    log_predictive = _log_predictive_or_none(result)
+    loo = None if log_predictive is None else result.loo_summary
     document = {
         "conventions": CONVENTIONS,
         "method": result.method,
@@ -95,15 +110,15 @@ def result_to_dict(result) -> dict:
         "row_labels": [json_label(label) for label in result.labels],
         "kl": json_array(result.kl),
         "kl_by_variable": {name: json_array(values) for name, values in result.kl_by_variable.items()},
-        "loo_log_predictive": json_array(result.loo_log_predictive),
+        "loo_log_predictive": None if log_predictive is None else json_array(log_predictive),
         "improper": result.improper.tolist(),
         "shifts": {name: json_array(values) for name, values in result.shifts().items()},
         "exact": {
             "sites": result.exact_sites.tolist(),
             "kl": json_array(result.exact_kl),
         },
-        "loo": {key: (value if value is None or np.isfinite(value) else None)
-                for key, value in loo.to_dict().items()},
+        "loo": None if loo is None else {key: (value if value is None or np.isfinite(value) else None)
+                                         for key, value in loo.to_dict().items()},
     }
     return document
 

@@ -434,7 +434,16 @@ def _conjugate_block(factor: ConjugateLikelihoodFactor, posterior: Posterior, va
             f"FAMILY_COORDINATES (supported: {supported})")
     builder = _ConjugateBlockBuilder(factor, posterior, variable, spec)
     hessian = builder.map.block_hessian(builder.fitted)
-    if not np.all(np.linalg.eigvalsh(hessian)[:, 0] > 0.0):
+    # Judge definiteness after scaling to unit diagonal: data in units of 1e4
+    # give coordinates whose Hessian entries span many orders of magnitude,
+    # and unscaled eigenvalues would then be lost to rounding.
+    diagonal = np.diagonal(hessian, axis1=1, axis2=2)
+    positive = bool(np.all(diagonal > 0.0))
+    if positive:
+        scale = 1.0 / np.sqrt(diagonal)
+        scaled = hessian * scale[:, :, None] * scale[:, None, :]
+        positive = bool(np.all(np.linalg.eigvalsh(scaled)[:, 0] > 1e-12))
+    if not positive:
         raise _unsupported(
             factor, f"the Hessian of the log-partition of {variable!r} is not positive definite, so "
             f"some of its coordinates do not move its expected statistics (a Dirichlet over a single "
