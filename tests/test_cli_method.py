@@ -247,3 +247,17 @@ def test_cli_warning_prints_one_line(tmp_path):
                                timeout=120)
     assert completed.returncode == 0
     assert completed.stderr == "fg-influence: warning: component 3 holds no rows (UserWarning)\n"
+
+
+def test_identical_refitted_rows_report_undefined_spearman(tmp_path, capsys):
+    path = tmp_path / "repeated.csv"
+    # Three copies of a rare row have the largest KL, so --exact 3 refits
+    # exactly those, and their estimates and exact values are all equal.
+    rows = ["a,b"] + ["x,u"] * 12 + ["y,v"] * 12 + ["z,w"] * 3
+    path.write_text("\n".join(rows) + "\n")
+    code = cli.main(["mixture", str(path), "--family", "categorical", "-k", "2", "--seed", "0",
+                     "--n-init", "1", "--exact", "3", "--top", "2"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "Spearman undefined (the estimates or the exact values are all equal)" in captured.out
+    assert "ConstantInputWarning" not in captured.err

@@ -43,9 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except (ValueError, TypeError, NotImplementedError) as error:
-        # Library messages name Python keywords; on the command line the option is --method.
-        message = str(error).replace("method='division'", "--method division")
-        print(f"fg-influence: error: {message}", file=sys.stderr)
+        print(f"fg-influence: error: {_command_line_words(str(error))}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = original_format
@@ -53,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"fg-influence: warning: {message} ({category.__name__})\n"
+    return f"fg-influence: warning: {_command_line_words(str(message))} ({category.__name__})\n"
+
+
+def _command_line_words(message: str) -> str:
+    """Replace the Python names in a library message by the command-line options."""
+    return (message.replace("method='division'", "--method division")
+            .replace("(compute_exact)", "(--exact)"))
 
 
 if __name__ == "__main__":

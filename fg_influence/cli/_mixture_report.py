@@ -11,6 +11,7 @@ import numpy as np
 
 from ..models import GaussianMixture
 from ._exact_influence import ExactInfluence
+from ._options import format_spearman
 
 #: Text that the influence table's title adds for each --method. Division,
 #: the default, adds none, so its title is the one it had before the option.
@@ -77,7 +78,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(
             f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
-            f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
+            f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
             f"{accuracy['top_k_overlap']:.0%}, median relative error "
             f"{100 * accuracy['median_relative_error']:.3g}%",
             file=out,

@@ -95,3 +95,10 @@ def parse_columns(text: str | None) -> list[str] | None:
             f"--columns must be comma-separated column names without empty entries, got {text!r}"
         )
     return columns
+
+
+def format_spearman(value: float) -> str:
+    """Spearman correlation to four places, or why it is undefined."""
+    if value != value:
+        return "undefined (the estimates or the exact values are all equal)"
+    return f"{value:.4f}"

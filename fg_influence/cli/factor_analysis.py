@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, positive_int
+from ._options import METHODS, add_site_options, format_spearman, positive_int
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
@@ -146,7 +146,7 @@ def run(args, out=None) -> dict:
     if result.exact_sites.size >= 2:
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
-              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}",
+              f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}",
               file=out)
     print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
 

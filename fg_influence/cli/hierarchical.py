@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options
+from ._options import METHODS, add_site_options, format_spearman
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -101,7 +101,7 @@ def run(args, out=None) -> dict:
     if result.exact_sites.size >= 2:
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} groups: Spearman "
-              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
+              f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}, median relative error "
               f"{accuracy['median_relative_error']:.2%}", file=out)
     print(f"Fit and all-group estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",

@@ -12,7 +12,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import add_site_options, positive_int
+from ._options import add_site_options, format_spearman, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
@@ -127,7 +127,7 @@ def run(args, out=None) -> dict:
         print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
     if accuracy is not None:
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} {what}: Spearman "
-              f"{accuracy['spearman']:.4f}, top-{accuracy['top_k']} overlap "
+              f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}", file=out)
     print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..datasets.stdlib_docstrings import load_stdlib_docstrings
 from ..models.lda import LatentDirichletAllocation
 from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import exact_count, non_negative_int, positive_int
+from ._options import exact_count, format_spearman, non_negative_int, positive_int
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -80,7 +80,7 @@ def run(args, out=None) -> dict:
     if result.exact_sites.size >= 2:
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} documents: Spearman "
-              f"{accuracy['spearman']:.4f}", file=out)
+              f"{format_spearman(accuracy['spearman'])}", file=out)
     print(f"Total time: {time.perf_counter() - start:.1f} s", file=out)
 
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))

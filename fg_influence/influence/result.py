@@ -199,7 +199,10 @@ class InfluenceResult:
         """Agreement of the estimated KL with the exact KL over the refitted sites.
 
         Returns the Spearman rank correlation, the median and maximum
-        relative error, and the overlap of the top ``top_k`` sets.
+        relative error, and the overlap of the top ``top_k`` sets. The
+        Spearman correlation is NaN when the refitted sites' estimates or
+        exact values are all equal (for example identical rows), because a
+        ranking of equal values is undefined.
         """
         if self.exact_sites.size < 2:
             raise ValueError("accuracy needs exact refits of at least 2 sites; call compute_exact first")
@@ -210,9 +213,11 @@ class InfluenceResult:
         k = min(top_k, self.exact_sites.size)
         top_estimate = set(self.exact_sites[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(self.exact_sites[np.argsort(-exact, kind="stable")[:k]].tolist())
+        constant = np.ptp(estimate[finite]) == 0.0 or np.ptp(exact) == 0.0 if finite.any() else True
+        rho = np.nan if constant else float(spearmanr(estimate, exact).statistic)
         return {
             "n_sites": int(self.exact_sites.size),
-            "spearman": float(spearmanr(estimate, exact).statistic),
+            "spearman": rho,
             "median_relative_error": float(np.median(relative)),
             "max_relative_error": float(np.max(relative)),
             "top_k": int(k),
