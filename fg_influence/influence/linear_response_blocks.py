@@ -476,6 +476,38 @@ def newton_corrected_coordinates(system: HierarchicalResponseSystem, site: int) 
 # All-group summaries.
 
 
+def corrected_global_kl(posterior: Posterior, system) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Correct every site's global coordinates and take each global's KL to them.
+
+    ``system`` offers ``corrected_coordinates``, ``natural_params``,
+    ``coordinates``, ``variables`` and ``n_sites``, as the hierarchical and
+    factor-analysis systems do. The KL goes through division's batched
+    routine, with the corrected move as the "message". A site whose
+    coordinates or KL are not finite is improper: its coordinates are reset
+    to the fit and its KL to 0.
+
+    Returns
+    -------
+    corrected : ndarray, shape (n, G)
+    kl_by_variable : dict of str to ndarray, shape (n,)
+    improper : ndarray of bool, shape (n,)
+    """
+    corrected = system.corrected_coordinates(np.arange(system.n_sites))
+    improper = ~np.all(np.isfinite(corrected), axis=1)
+    corrected[improper] = system.coordinates
+    moved = system.natural_params(corrected)
+    fitted = system.natural_params(system.coordinates)
+    kl_by_variable = {}
+    for name in system.variables:
+        difference = tuple(f[None] - c for f, c in zip(fitted[name], moved[name]))
+        kl_by_variable[name] = loo_kl_by_division(posterior.globals[name], difference, improper)
+    for values in kl_by_variable.values():
+        improper |= ~np.isfinite(values)
+    for values in kl_by_variable.values():
+        values[improper] = 0.0
+    return corrected, kl_by_variable, improper
+
+
 class HierarchicalLinearResponseSummaries:
     """Per-group summaries of the linear-response corrected global posteriors, group axis first.
 
@@ -499,22 +531,7 @@ class HierarchicalLinearResponseSummaries:
     def __init__(self, posterior: Posterior, *, warn: bool = True):
         self.posterior = posterior
         self.system = build_hierarchical_response_system(posterior, warn=warn)
-        system = self.system
-        self.corrected = system.corrected_coordinates(np.arange(system.n_sites))
-        self.improper = ~np.all(np.isfinite(self.corrected), axis=1)
-        self.corrected[self.improper] = system.coordinates
-
-        # KL through division's batched routine, with the corrected move as the "message".
-        moved = system.natural_params(self.corrected)
-        fitted = system.natural_params(system.coordinates)
-        self.kl_by_variable = {}
-        for name in system.variables:
-            difference = tuple(f[None] - c for f, c in zip(fitted[name], moved[name]))
-            self.kl_by_variable[name] = loo_kl_by_division(posterior.globals[name], difference, self.improper)
-        for values in self.kl_by_variable.values():
-            self.improper |= ~np.isfinite(values)
-        for values in self.kl_by_variable.values():
-            values[self.improper] = 0.0
+        self.corrected, self.kl_by_variable, self.improper = corrected_global_kl(posterior, self.system)
 
     @property
     def shift_names(self) -> list[str]:

@@ -119,7 +119,7 @@ from scipy.special import polygamma
 
 from .._validation import check_site_indices
 from ..families import Gamma, MultivariateNormal
-from ..graph.blocks import block_names, loo_kl_by_division
+from ..graph.blocks import block_names
 from ..graph.factor_analysis_factors import LatentPriorFactor, LinearGaussianFactor
 from ..inference.posterior import Posterior
 from .division import site_messages
@@ -128,6 +128,7 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
     SingularResponseError,
     check_conditioning,
 )
+from .linear_response_blocks import corrected_global_kl
 
 __all__ = [
     "FactorAnalysisLayout",
@@ -625,22 +626,7 @@ class FactorAnalysisLinearResponseSummaries:
     def __init__(self, posterior: Posterior, *, warn: bool = True):
         self.posterior = posterior
         self.system = build_factor_analysis_response_system(posterior, warn=warn)
-        system = self.system
-        self.corrected = system.corrected_coordinates(np.arange(system.n_sites))
-        self.improper = ~np.all(np.isfinite(self.corrected), axis=1)
-        self.corrected[self.improper] = system.coordinates
-
-        # KL through division's batched routine, with the corrected move as the "message".
-        moved = system.natural_params(self.corrected)
-        fitted = system.natural_params(system.coordinates)
-        self.kl_by_variable = {}
-        for name in system.variables:
-            difference = tuple(f[None] - c for f, c in zip(fitted[name], moved[name]))
-            self.kl_by_variable[name] = loo_kl_by_division(posterior.globals[name], difference, self.improper)
-        for values in self.kl_by_variable.values():
-            self.improper |= ~np.isfinite(values)
-        for values in self.kl_by_variable.values():
-            values[self.improper] = 0.0
+        self.corrected, self.kl_by_variable, self.improper = corrected_global_kl(posterior, self.system)
 
     @property
     def shift_names(self) -> list[str]:
