@@ -88,7 +88,7 @@ def summary_frame(result):
 
 
 def _log_predictive_or_none(result):
-    """The result's LOO log predictive density, or None for models that offer none."""
+    """Return the result's LOO log predictive density, or None for models that offer none."""
     try:
         return result.loo_log_predictive
     except ValueError:
@@ -102,7 +102,10 @@ def result_to_dict(result) -> dict:
     Markov models, LDA) ``loo_log_predictive`` and ``loo`` are None.
     """
     log_predictive = _log_predictive_or_none(result)
-    loo = None if log_predictive is None else result.loo_summary
+    loo = None
+    if log_predictive is not None:
+        loo = {key: (value if value is None or np.isfinite(value) else None)
+               for key, value in result.loo_summary.to_dict().items()}
     document = {
         "conventions": CONVENTIONS,
         "method": result.method,
@@ -117,8 +120,7 @@ def result_to_dict(result) -> dict:
             "sites": result.exact_sites.tolist(),
             "kl": json_array(result.exact_kl),
         },
-        "loo": None if loo is None else {key: (value if value is None or np.isfinite(value) else None)
-                                         for key, value in loo.to_dict().items()},
+        "loo": loo,
     }
     return document
 

@@ -105,6 +105,7 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
 )
 
 __all__ = [
+    "DenseResponseSystem",
     "HierarchicalResponseSystem",
     "HierarchicalLinearResponseSummaries",
     "all_group_summaries",
@@ -285,8 +286,50 @@ def group_information(mean: MultivariateNormal, precision: Gamma, noise: Gamma,
     return np.swapaxes(by_direction, 1, 2)
 
 
+class DenseResponseSystem:
+    """Methods shared by response systems that hold J as a dense (G, G) matrix.
+
+    A subclass provides ``layout`` (with ``size`` = G), ``coordinates``,
+    ``site_messages`` (n, G), ``hessian``, its lower Cholesky factor
+    ``cholesky``, ``missing_information`` V, ``symmetric`` B = L^T V L,
+    ``eigenvalues`` (ascending) and ``site_jacobian(site)``.
+    """
+
+    @property
+    def n_sites(self) -> int:
+        return self.site_messages.shape[0]
+
+    @property
+    def largest_eigenvalue(self) -> float:
+        return float(self.eigenvalues[-1])
+
+    @cached_property
+    def jacobian(self) -> np.ndarray:
+        """J = V H, shape (G, G)."""
+        return self.missing_information @ self.hessian
+
+    @cached_property
+    def _factor(self):
+        return linalg.cho_factor(np.eye(self.layout.size) - self.symmetric, lower=True)
+
+    def solve(self, vectors: np.ndarray) -> np.ndarray:
+        """Apply (I - J)^-1 to each row of ``vectors`` (n, G), as L^-T (I - B)^-1 L^T."""
+        inner = linalg.cho_solve(self._factor, self.cholesky.T @ np.asarray(vectors, dtype=float).T)
+        return linalg.solve_triangular(self.cholesky, inner, lower=True, trans="T").T
+
+    @cached_property
+    def response(self) -> np.ndarray:
+        """M = (I - J)^-1 J, shape (G, G): the response term of a message s is -M s."""
+        return self.solve(self.jacobian.T).T
+
+    def corrected_coordinates(self, sites) -> np.ndarray:
+        """Return g + delta_g_i = g - (I - J)^-1 s_i for each given site, shape (n, G)."""
+        sites = np.asarray(sites)
+        return self.coordinates[None] - self.solve(self.site_messages[sites])
+
+
 @dataclass
-class HierarchicalResponseSystem:
+class HierarchicalResponseSystem(DenseResponseSystem):
     """J = dS/dg at a fitted hierarchical normal posterior, and (I - J)^-1 by Cholesky.
 
     Attributes
@@ -334,38 +377,6 @@ class HierarchicalResponseSystem:
     symmetric: np.ndarray
     eigenvalues: np.ndarray
     condition_number: float
-
-    @property
-    def n_sites(self) -> int:
-        return self.site_messages.shape[0]
-
-    @property
-    def largest_eigenvalue(self) -> float:
-        return float(self.eigenvalues[-1])
-
-    @cached_property
-    def jacobian(self) -> np.ndarray:
-        """J = V H, shape (G, G)."""
-        return self.missing_information @ self.hessian
-
-    @cached_property
-    def _factor(self):
-        return linalg.cho_factor(np.eye(self.layout.size) - self.symmetric, lower=True)
-
-    def solve(self, vectors: np.ndarray) -> np.ndarray:
-        """(I - J)^-1 applied to each row of ``vectors`` (n, G), as L^-T (I - B)^-1 L^T."""
-        inner = linalg.cho_solve(self._factor, self.cholesky.T @ np.asarray(vectors, dtype=float).T)
-        return linalg.solve_triangular(self.cholesky, inner, lower=True, trans="T").T
-
-    @cached_property
-    def response(self) -> np.ndarray:
-        """M = (I - J)^-1 J, shape (G, G): the response term of a message s is -M s."""
-        return self.solve(self.jacobian.T).T
-
-    def corrected_coordinates(self, sites) -> np.ndarray:
-        """g + delta_g_j = g - (I - J)^-1 s_j for each given group, shape (n, G)."""
-        sites = np.asarray(sites)
-        return self.coordinates[None] - self.solve(self.site_messages[sites])
 
     def site_jacobian(self, site: int) -> np.ndarray:
         """J_j = E^T W_j E H, group j's own term of J, shape (G, G)."""
@@ -459,13 +470,14 @@ ADVICE = {
 }
 
 
-def newton_corrected_coordinates(system: HierarchicalResponseSystem, site: int) -> np.ndarray:
-    """Take one Newton step from the fit towards the fixed point without group j, shape (G,).
+def newton_corrected_coordinates(system: DenseResponseSystem, site: int) -> np.ndarray:
+    """Take one Newton step from the fit towards the fixed point without site i, shape (G,).
 
-    The fixed-point equation without group j is F(g) = g - prior - S(g) + s_j(g) = 0.
-    At the fit F = s_j and F' = I - (J - J_j), so the Newton step is
-    g - (I - J + J_j)^-1 s_j = g - s_j - (I - J + J_j)^-1 (J - J_j) s_j: division
-    plus a response term. The all-group estimate uses J in place of J - J_j.
+    The fixed-point equation without site i is F(g) = g - prior - S(g) + s_i(g) = 0.
+    At the fit F = s_i and F' = I - (J - J_i), so the Newton step is
+    g - (I - J + J_i)^-1 s_i = g - s_i - (I - J + J_i)^-1 (J - J_i) s_i: division
+    plus a response term. The all-site estimate uses J in place of J - J_i.
+    A site is a group of the hierarchical model or a row of factor analysis.
     """
     site = int(check_site_indices([site], system.n_sites)[0])
     without = system.jacobian - system.site_jacobian(site)

@@ -424,6 +424,7 @@ def _conjugate_block(factor: ConjugateLikelihoodFactor, posterior: Posterior, va
     if variable not in factor.params:
         raise ValueError(f"variable must be one of the parameters {factor.params} of factor {factor.name!r}, "
                          f"got {variable!r}")
+
     fitted = posterior.globals[variable]
     spec = FAMILY_COORDINATES.get(type(fitted))
     if spec is None:
@@ -432,23 +433,29 @@ def _conjugate_block(factor: ConjugateLikelihoodFactor, posterior: Posterior, va
             factor, f"its parameter {variable!r} has family {type(fitted).__name__}, which has no "
             f"coordinates registered in fg_influence.influence.linear_response_conjugate."
             f"FAMILY_COORDINATES (supported: {supported})")
+
     builder = _ConjugateBlockBuilder(factor, posterior, variable, spec)
     hessian = builder.map.block_hessian(builder.fitted)
-    # Judge definiteness after scaling to unit diagonal: data in units of 1e4
-    # give coordinates whose Hessian entries span many orders of magnitude,
-    # and unscaled eigenvalues would then be lost to rounding.
-    diagonal = np.diagonal(hessian, axis1=1, axis2=2)
-    positive = bool(np.all(diagonal > 0.0))
-    if positive:
-        scale = 1.0 / np.sqrt(diagonal)
-        scaled = hessian * scale[:, :, None] * scale[:, None, :]
-        positive = bool(np.all(np.linalg.eigvalsh(scaled)[:, 0] > 1e-12))
-    if not positive:
+    if not _positive_definite(hessian):
         raise _unsupported(
             factor, f"the Hessian of the log-partition of {variable!r} is not positive definite, so "
             f"some of its coordinates do not move its expected statistics (a Dirichlet over a single "
             f"category is a point mass); drop such columns")
     return builder.block(hessian)
+
+
+def _positive_definite(hessian: np.ndarray) -> bool:
+    """Tell whether every matrix of a batch (K, Q, Q) is positive definite, judged at unit diagonal.
+
+    Data in units of 1e4 give coordinates whose Hessian entries span many
+    orders of magnitude, and unscaled eigenvalues would be lost to rounding.
+    """
+    diagonal = np.diagonal(hessian, axis1=1, axis2=2)
+    if not np.all(diagonal > 0.0):
+        return False
+    scale = 1.0 / np.sqrt(diagonal)
+    scaled = hessian * scale[:, :, None] * scale[:, None, :]
+    return bool(np.all(np.linalg.eigvalsh(scaled)[:, 0] > 1e-12))
 
 
 class _ConjugateBlockBuilder:

@@ -114,10 +114,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy import linalg
 from scipy.special import polygamma
 
-from .._validation import check_site_indices
 from ..families import Gamma, MultivariateNormal
 from ..graph.blocks import block_names
 from ..graph.factor_analysis_factors import LatentPriorFactor, LinearGaussianFactor
@@ -128,7 +126,11 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
     SingularResponseError,
     check_conditioning,
 )
-from .linear_response_blocks import corrected_global_kl
+from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinates is re-exported)
+    DenseResponseSystem,
+    corrected_global_kl,
+    newton_corrected_coordinates,
+)
 
 __all__ = [
     "FactorAnalysisLayout",
@@ -404,7 +406,7 @@ def message_information(layout: FactorAnalysisLayout, loadings: MultivariateNorm
 
 
 @dataclass
-class FactorAnalysisResponseSystem:
+class FactorAnalysisResponseSystem(DenseResponseSystem):
     """J = dS/dg at a fitted factor analysis posterior, and (I - J)^-1 by Cholesky.
 
     Attributes
@@ -427,7 +429,7 @@ class FactorAnalysisResponseSystem:
         Sigma_z, the covariance every row's block shares at the fit.
     row_statistics : dict of str to ndarray
         Each row's data statistics (row axis first), for its own term J_i.
-    information : ndarray, shape (G, G)
+    missing_information : ndarray, shape (G, G)
         V = dS/du, symmetrised.
     symmetric : ndarray, shape (G, G)
         B = L^T V L.
@@ -447,39 +449,12 @@ class FactorAnalysisResponseSystem:
     cholesky: np.ndarray
     latent_covariance: np.ndarray
     row_statistics: dict
-    information: np.ndarray
+    missing_information: np.ndarray
     symmetric: np.ndarray
     eigenvalues: np.ndarray
     condition_number: float
     loadings: MultivariateNormal
     noise: Gamma
-
-    @property
-    def n_sites(self) -> int:
-        return self.site_messages.shape[0]
-
-    @property
-    def largest_eigenvalue(self) -> float:
-        return float(self.eigenvalues[-1])
-
-    @cached_property
-    def jacobian(self) -> np.ndarray:
-        """J = V H, shape (G, G)."""
-        return self.information @ self.hessian
-
-    @cached_property
-    def _factor(self):
-        return linalg.cho_factor(np.eye(self.layout.size) - self.symmetric, lower=True)
-
-    def solve(self, vectors: np.ndarray) -> np.ndarray:
-        """(I - J)^-1 applied to each row of ``vectors`` (n, G), as L^-T (I - B)^-1 L^T."""
-        inner = linalg.cho_solve(self._factor, self.cholesky.T @ np.asarray(vectors, dtype=float).T)
-        return linalg.solve_triangular(self.cholesky, inner, lower=True, trans="T").T
-
-    def corrected_coordinates(self, sites) -> np.ndarray:
-        """g + delta_g_i = g - (I - J)^-1 s_i for each given row, shape (n, G)."""
-        sites = np.asarray(sites)
-        return self.coordinates[None] - self.solve(self.site_messages[sites])
 
     def site_jacobian(self, site: int) -> np.ndarray:
         """J_i = V_i H, row i's own term of J, shape (G, G)."""
@@ -566,7 +541,7 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
         cholesky=chol,
         latent_covariance=latent_covariance,
         row_statistics=row_statistics(x, latent_mean),
-        information=information,
+        missing_information=information,
         symmetric=b_sym,
         eigenvalues=eigenvalues,
         condition_number=condition,
@@ -582,20 +557,6 @@ ADVICE = {
     "cause": "often a loading or noise precision that the data barely determine",
     "ill_conditioned": "use stronger priors, or check the estimates against exact refits",
 }
-
-
-def newton_corrected_coordinates(system: FactorAnalysisResponseSystem, site: int) -> np.ndarray:
-    """Take one Newton step from the fit towards the fixed point without row i, shape (G,).
-
-    The fixed-point equation without row i is F(g) = g - prior - S(g) + s_i(g) = 0.
-    At the fit F = s_i and F' = I - (J - J_i), so the Newton step is
-    g - (I - J + J_i)^-1 s_i = g - s_i - (I - J + J_i)^-1 (J - J_i) s_i: division
-    plus a response term. The all-row estimate uses J in place of J - J_i.
-    """
-    site = int(check_site_indices([site], system.n_sites)[0])
-    without = system.jacobian - system.site_jacobian(site)
-    step = np.linalg.solve(np.eye(system.layout.size) - without, system.site_messages[site])
-    return system.coordinates - step
 
 
 # All-row summaries.
