@@ -158,13 +158,13 @@ def test_shifts_match_corrected_means(iris_fit, iris_untruncated):
 def test_truncation_error_is_bounded(iris_fit, iris_untruncated):
     truncated = lr.all_site_summaries(iris_fit.posterior_)
     assert 0 < truncated.system.rank < iris_untruncated.system.rank
-    full = sum(iris_untruncated.kl_by_variable.values())
-    kept = sum(truncated.kl_by_variable.values())
+    untruncated_kl = sum(iris_untruncated.kl_by_variable.values())
+    truncated_kl = sum(truncated.kl_by_variable.values())
     division = sum(iris_fit.influence().kl_by_variable.values())
     # A left-out direction with gain g <= RANK_TOL adds (g + g^2 / 2) c^2,
     # and the c^2 sum to at most y^T y, about twice division's KL; 2.5 leaves
     # room for division's KL differing from its quadratic approximation.
-    assert np.all(np.abs(full - kept) <= 2.5 * lr.RANK_TOL * division)
+    assert np.all(np.abs(untruncated_kl - truncated_kl) <= 2.5 * lr.RANK_TOL * division)
 
 
 def test_well_separated_clusters_keep_no_direction():
@@ -209,9 +209,9 @@ def test_predictive_gradient_matches_finite_differences(iris_fit):
             plus[0, k, j] += step
             minus[0, k, j] -= step
             numeric[j] = (log_density(plus)[k] - log_density(minus)[k]) / (2 * step)
-        # Central differences with relative step 1e-6: truncation near 1e-12
-        # and rounding near 1e-10 relative to the log density; measured
-        # largest difference 9e-8 against entries up to 14.
+        # Central differences with relative step 1e-6 have truncation error
+        # near 1e-12 and rounding error near 1e-10 relative to the log density.
+        # The largest measured difference was 9e-8, against entries up to 14.
         assert np.abs(numeric - gaps[k]).max() <= 1e-6 * max(1.0, np.abs(gaps[k]).max())
 
 
@@ -346,12 +346,12 @@ def test_saved_result_keeps_method(iris_fit, tmp_path):
     result = iris_fit.influence(method="linear-response")
     path = tmp_path / "result.npz"
     io.save(result, path)
-    kept = io.load(path)
-    assert kept.method == "linear-response"
+    loaded = io.load(path)
+    assert loaded.method == "linear-response"
     # The reload recomputes the estimate from the saved posterior, with the
     # same code, so the numbers agree to the last bit.
-    assert np.array_equal(kept.kl, result.kl)
-    assert json_method(kept) == "linear-response"
+    assert np.array_equal(loaded.kl, result.kl)
+    assert json_method(loaded) == "linear-response"
 
 
 def json_method(result):

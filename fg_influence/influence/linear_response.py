@@ -82,8 +82,8 @@ RESP_TOL = 1e-8
 RANK_TOL = 1e-3
 
 #: Components whose share of a site's divided predictive density is below
-#: this value are left out of the predictive density's correction; their
-#: part of the gradient is smaller than the share.
+#: this value are left out of the predictive density's correction, because
+#: their part of the gradient is smaller than that share.
 PREDICTIVE_SHARE_TOL = 1e-10
 
 #: Condition number of I - J above which a warning is raised.
@@ -631,7 +631,7 @@ class ResponseSystem:
         return phi
 
     def block_slices(self) -> dict[str, slice]:
-        """Each global variable's positions within a category's block of Q coordinates."""
+        """Map each global variable to its positions within a category's block of Q coordinates."""
         slices, start = {}, 0
         for block in self.blocks:
             slices[block.variable] = slice(start, start + block.size)
@@ -758,7 +758,7 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
 
     When the trace of B is at most RANK_TOL / (1 + RANK_TOL), every gain is
     at most RANK_TOL, so no direction is kept and only B's largest
-    eigenvalue is computed (by Lanczos iteration); otherwise B is fully
+    eigenvalue is computed, by Lanczos iteration. Otherwise B is fully
     eigen-decomposed.
 
     Raises
@@ -928,10 +928,10 @@ class LinearResponseSummaries:
     division flags as improper stay flagged, and so does a site whose
     corrected weights, kappa or degrees of freedom leave the family.
 
-    NOTE: constraints that are not lower bounds on single coordinates (a
-    positive definite W'^-1 for the Gaussian mixture, a positive definite
-    precision for Normal-Gamma blocks) are not checked, because no site's
-    corrected posterior is built; such a site keeps a finite KL.
+    NOTE: constraints that are not lower bounds on single coordinates are
+    not checked, because no site's corrected posterior is built. These are a
+    positive definite W'^-1 for the Gaussian mixture and a positive definite
+    precision for Normal-Gamma blocks. A site that breaks one keeps a finite KL.
 
     Attributes
     ----------

@@ -65,9 +65,9 @@ class InfluenceResult:
             self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
         if self.improper.any():
             shown = np.flatnonzero(self.improper)[:10].tolist()
-            how = "when divided out" if method == "division" else "under the linear-response correction"
+            estimate = "when divided out" if method == "division" else "under the linear-response correction"
             warnings.warn(
-                f"{int(self.improper.sum())} sites leave an improper posterior {how} "
+                f"{int(self.improper.sum())} sites leave an improper posterior {estimate} "
                 f"(first positions: {shown}); their KL is +inf and their LOO log predictive density "
                 f"-inf. Check them with exact refits (compute_exact)",
                 ImproperDivisionWarning,

@@ -259,7 +259,7 @@ def normal_wishart_features(X, upper_rows, upper_cols, out):
 
 @njit(cache=True)
 def scatter_add_scaled(out, rows, weights, values):
-    """out[rows[j]] += weights[j] * values[j] for each j (rows may repeat)."""
+    """Add weights[j] * values[j] to row rows[j] of ``out`` for each j (rows may repeat)."""
     width = values.shape[1]
     for j in range(rows.shape[0]):
         row = rows[j]

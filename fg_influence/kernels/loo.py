@@ -274,7 +274,7 @@ def mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, d, impro
 
 @njit(cache=True, parallel=True)
 def mixture_loo_predictive_weights(q, resp, beta, dof, logdet_scale, alpha, d, improper):
-    """Each component's share of the divided predictive density at x_i, shape (N, K).
+    """Compute each component's share of the divided predictive density at x_i, shape (N, K).
 
     Row i is proportional to alpha'_k St_k(x_i) under the posterior without
     site i and sums to 1; rows of improper sites are 0.

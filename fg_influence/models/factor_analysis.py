@@ -136,10 +136,10 @@ class FactorAnalysis:
         """Leave-one-out influence of every example, by dividing its messages.
 
         ``method="linear-response"`` adds the other rows' response (see
-        :mod:`fg_influence.influence.linear_response_factor_analysis`); it
-        needs one factor, because with two or more a rotation of the factors
-        leaves the CAVI map with an eigenvalue of 1 and SingularResponseError
-        is raised.
+        :mod:`fg_influence.influence.linear_response_factor_analysis`). It
+        needs one factor. With two or more, a rotation of the factors leaves
+        the CAVI map with an eigenvalue of 1, so SingularResponseError is
+        raised.
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)
