@@ -394,7 +394,7 @@ def test_unsupported_block_model_raises():
 
     counts = np.random.default_rng(0).poisson(2.0, size=(20, 6))
     model = LatentDirichletAllocation(2, random_state=0).fit(counts)
-    with pytest.raises(NotImplementedError, match="hierarchical normal model only.*method='division'"):
+    with pytest.raises(NotImplementedError, match="latent Dirichlet allocation.*method='division'"):
         model.influence(method="linear-response")
 
 

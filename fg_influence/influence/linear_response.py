@@ -1147,6 +1147,14 @@ def all_site_summaries(posterior: Posterior, *, warn: bool = True, chunk_sites: 
         if is_factor_analysis(posterior):
             return all_row_summaries(posterior, warn=warn)
     if blocks:
+        from .linear_response_hmm import all_sequence_summaries, is_hidden_markov
+
+        if is_hidden_markov(posterior):
+            return all_sequence_summaries(posterior, warn=warn)
+        from .linear_response_lda import all_document_summaries, is_lda
+
+        if is_lda(posterior):
+            return all_document_summaries(posterior, warn=warn)
         from .linear_response_blocks import all_group_summaries
 
         return all_group_summaries(posterior, warn=warn)
