@@ -155,16 +155,43 @@ def test_shifts_match_corrected_means(iris_fit, iris_untruncated):
                            corrected["weights"].mean() - fitted["weights"].mean(), rtol=1e-8, atol=1e-11)
 
 
-def test_truncation_error_is_bounded(iris_fit, iris_untruncated):
-    truncated = lr.all_site_summaries(iris_fit.posterior_)
+def test_truncation_error_is_bounded_in_the_eigenbasis(iris_fit, iris_untruncated):
+    # The moments route keeps every direction; the eigenbasis route drops the
+    # directions with gain g <= RANK_TOL. Each adds (g + g^2 / 2) c^2, and the
+    # c^2 sum to at most y^T y, about twice division's KL; 2.5 leaves room
+    # for division's KL differing from its quadratic approximation.
+    truncated = lr.LinearResponseSummaries(iris_fit.posterior_, kl_route="eigenbasis")
     assert 0 < truncated.system.rank < iris_untruncated.system.rank
     untruncated_kl = sum(iris_untruncated.kl_by_variable.values())
     truncated_kl = sum(truncated.kl_by_variable.values())
     division = sum(iris_fit.influence().kl_by_variable.values())
-    # A left-out direction with gain g <= RANK_TOL adds (g + g^2 / 2) c^2,
-    # and the c^2 sum to at most y^T y, about twice division's KL; 2.5 leaves
-    # room for division's KL differing from its quadratic approximation.
+    assert 0 < np.abs(untruncated_kl - truncated_kl).max()
     assert np.all(np.abs(untruncated_kl - truncated_kl) <= 2.5 * lr.RANK_TOL * division)
+
+
+@pytest.mark.parametrize("kl_route", ["moments", "eigenbasis"])
+def test_lower_bounds_flag_exactly_the_crossing_sites(iris_fit, monkeypatch, kl_route):
+    # Raise the bound on kappa' to a value that some sites' corrected
+    # coordinates cross, and compare the flags with the dense corrected
+    # coordinates of every site.
+    posterior = iris_fit.posterior_
+    n, d = posterior.n_sites, posterior.data["x"].shape[1]
+    system = lr.build_response_system(posterior)
+    kappa = system.split(system.corrected_coordinates(np.arange(n)))["components"][:, :, d]
+    bound = float(np.quantile(kappa.min(axis=1), 0.3))
+    provider = lr.RESPONSE_PROVIDERS[GaussianMixtureFactor]
+
+    def raised_bound(factor, fitted, variable):
+        block = provider(factor, fitted, variable)
+        block.lower_bounds = {**block.lower_bounds, d: bound}
+        return block
+
+    monkeypatch.setitem(lr.RESPONSE_PROVIDERS, GaussianMixtureFactor, raised_bound)
+    monkeypatch.setattr(lr, "RANK_TOL", 0.0)
+    summaries = lr.LinearResponseSummaries(posterior, kl_route=kl_route)
+    expected = np.any(kappa <= bound, axis=1)
+    assert 0 < expected.sum() < n
+    assert np.array_equal(summaries.improper, expected)
 
 
 def test_well_separated_clusters_keep_no_direction():

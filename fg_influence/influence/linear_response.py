@@ -73,7 +73,8 @@ from ..kernels import loo as loo_kernels
 RESP_TOL = 1e-8
 
 #: Eigen-directions of J whose gain lambda / (1 - lambda) is at most this
-#: value are left out of the all-site pass. Leaving them out changes the
+#: value are left out of the all-site pass in the eigenbasis (the KL's
+#: moments route keeps them all). Leaving them out changes the
 #: corrected coordinates by at most RANK_TOL relative to the site's message
 #: (in the norm of the Hessian H), and so the KL by about 2 RANK_TOL
 #: relative. On 100,000 points in ten overlapping clusters this kept 69 of
@@ -519,10 +520,14 @@ class ResponseSystem:
         Of J (equal to that of B).
     condition_number : float
         Of I - J, as (1 - smallest) / (1 - largest) eigenvalue of J.
-    basis : ndarray, shape (K, Q, r)
-        The kept eigenvectors of B, split by category.
-    rates : ndarray, shape (r,)
-        Their eigenvalues lambda.
+    groups : list of ndarray
+        Positions in g of each connected group of categories whose B has a
+        trace above RANK_TOL / (1 + RANK_TOL). B is block-diagonal over the
+        connected groups; the other groups have every gain at most RANK_TOL
+        and are left out of the all-site pass.
+    moments : tuple or None
+        ``(base, table)`` when every site statistic is a product of entries
+        of a per-site vector (see ResponseBlock), else None.
     """
 
     blocks: list
@@ -534,8 +539,8 @@ class ResponseSystem:
     symmetric: np.ndarray
     largest_eigenvalue: float
     condition_number: float
-    basis: np.ndarray
-    rates: np.ndarray
+    groups: list
+    moments: tuple | None = None
 
     @property
     def n_categories(self) -> int:
@@ -549,10 +554,75 @@ class ResponseSystem:
         """Site statistics f_i of every block, shape (n, Q)."""
         return np.concatenate([b.features(sites) for b in self.blocks], axis=1)
 
+    @cached_property
+    def _directions(self) -> tuple[np.ndarray, np.ndarray]:
+        k_count, q = self.n_categories, self.block_size
+        columns, rates = [], []
+        for index in self.groups:
+            values, vectors = linalg.eigh(self.symmetric[np.ix_(index, index)], driver="evd")
+            keep = np.flatnonzero(values / np.maximum(1.0 - values, np.finfo(float).tiny) > RANK_TOL)
+            full = np.zeros((k_count * q, keep.size))
+            full[index] = vectors[:, keep]
+            columns.append(full)
+            rates.append(values[keep])
+        basis = np.concatenate(columns, axis=1) if columns else np.zeros((k_count * q, 0))
+        return basis.reshape(k_count, q, -1), (np.concatenate(rates) if rates else np.zeros(0))
+
+    @property
+    def basis(self) -> np.ndarray:
+        """Eigenvectors of B with gain above RANK_TOL, split by category, shape (K, Q, r).
+
+        Computed on first access, by one eigen-decomposition per group.
+        """
+        return self._directions[0]
+
+    @property
+    def rates(self) -> np.ndarray:
+        """Eigenvalues lambda of the kept directions, shape (r,)."""
+        return self._directions[1]
+
     @property
     def rank(self) -> int:
         """Number of eigen-directions the all-site pass keeps."""
         return self.rates.size
+
+    @cached_property
+    def symmetric_response(self) -> np.ndarray:
+        """(I - B)^-1 B on the groups, 0 elsewhere, shape (G, G).
+
+        In the coordinates y = L^T s this maps a site's message to its
+        response term, L^T M s = (I - B)^-1 B y. Each group is solved by one
+        Cholesky factorisation of I - B.
+        """
+        size = self.symmetric.shape[0]
+        out = np.zeros((size, size))
+        for index in self.groups:
+            sub = self.symmetric[np.ix_(index, index)]
+            try:
+                factor = linalg.cho_factor(np.eye(index.size) - sub, lower=True)
+            except linalg.LinAlgError as error:
+                raise SingularResponseError(
+                    f"I - J is not positive definite (largest eigenvalue of J "
+                    f"{self.largest_eigenvalue:.6g}), so the linear-response correction is undefined. "
+                    f"{MIXTURE_ADVICE['singular']}"
+                ) from error
+            solved = linalg.cho_solve(factor, sub)
+            out[np.ix_(index, index)] = 0.5 * (solved + solved.T)
+        return out
+
+    def kl_blocks(self) -> np.ndarray:
+        """Return the response's second-order KL as a form in the message s, shape (K, Q, K, Q).
+
+        With R = (I - B)^-1 B, the all-site pass adds y^T (R + R^2 / 2) y to
+        division's KL (y = L^T s), that is s^T L (R + R^2 / 2) L^T s; block
+        (k, l) of the returned array is L_k (R + R^2 / 2)_kl L_l^T.
+        """
+        k_count, q = self.n_categories, self.block_size
+        response = self.symmetric_response
+        form = (response + 0.5 * response @ response).reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
+        chol_t = np.swapaxes(self.cholesky, 1, 2)
+        blocks = np.matmul(self.cholesky[:, None], np.matmul(form, chol_t[None]))
+        return blocks.transpose(0, 2, 1, 3)
 
     @property
     def gains(self) -> np.ndarray:
@@ -676,11 +746,12 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
 
     Two routes give the same V. The direct one costs one matrix product per
     pair of categories over the sites where both are active, about Q^2
-    multiply-adds per (site, pair). With ``moments = (base, monomials)``
-    (see ResponseBlock), every entry of f_j f_j^T is a product of entries of
-    base_j, and V's blocks are read from sum_j C_j[k, l] m_j, where m_j holds
-    the S distinct products: one wide matrix product costing S multiply-adds
-    per (site, pair) over all pairs at once. The cheaper route is taken.
+    multiply-adds per (site, pair). With ``moments = (base, table)``
+    (see ResponseBlock and _MomentTable), every entry of f_j f_j^T is a
+    product of entries of base_j, and V's blocks are read from
+    sum_j C_j[k, l] m_j, where m_j holds the S distinct products: one wide
+    matrix product costing S multiply-adds per (site, pair) over all pairs
+    at once. The cheaper route is taken.
     """
     n_sites, k_count = resp.shape
     active = resp > RESP_TOL
@@ -697,7 +768,7 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
             weights.append(np.where(both, value, 0.0))
     weights = np.stack(weights, axis=1) if pairs else np.zeros((ambiguous.size, 0))
     if moments is not None:
-        table = _MomentTable(moments[1])
+        table = moments[1]
         q = table.size
         direct_cost = np.count_nonzero(weights) * q * q
         if ambiguous.size * len(pairs) * table.n_moments < direct_cost:
@@ -715,34 +786,63 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
     return 0.5 * (v + v.T)
 
 
+#: Floats per chunk of monomial products; bounds the memory of the moment routes.
+MOMENT_CHUNK_FLOATS = 1 << 22
+
+
 class _MomentTable:
-    """Distinct products of two features, each feature a product of base entries."""
+    """Distinct products of two features, each feature a product of base entries.
+
+    Products are ordered by degree, so that each one of degree at least 1
+    whose leading factors form another product is that product times one
+    base entry (``parents`` and ``lasts``).
+    """
 
     def __init__(self, monomials):
         self.size = len(monomials)
-        index, slots = {}, []
-        self.lookup = np.empty((self.size, self.size), dtype=np.int64)
+        pair_keys = {}
         for p, left in enumerate(monomials):
             for q, right in enumerate(monomials):
-                key = tuple(sorted(left + right))
-                if key not in index:
-                    index[key] = len(slots)
-                    slots.append(key)
-                self.lookup[p, q] = index[key]
-        width = max(1, max(len(key) for key in slots))
-        self.slots = np.full((len(slots), width), -1, dtype=np.int64)
-        for s, key in enumerate(slots):
+                pair_keys[p, q] = tuple(sorted(left + right))
+        keys = sorted(set(pair_keys.values()), key=lambda key: (len(key), key))
+        index = {key: s for s, key in enumerate(keys)}
+        self.lookup = np.empty((self.size, self.size), dtype=np.int64)
+        for (p, q), key in pair_keys.items():
+            self.lookup[p, q] = index[key]
+        width = max(1, max(len(key) for key in keys))
+        self.slots = np.full((len(keys), width), -1, dtype=np.int64)
+        self.parents = np.full(len(keys), -1, dtype=np.int64)
+        self.lasts = np.zeros(len(keys), dtype=np.int64)
+        for s, key in enumerate(keys):
             self.slots[s, :len(key)] = key
-        self.n_moments = len(slots)
+            if key and key[:-1] in index:
+                self.parents[s] = index[key[:-1]]
+                self.lasts[s] = key[-1]
+        self.n_moments = len(keys)
+
+    @property
+    def chunk_rows(self) -> int:
+        """Sites per chunk, so that a chunk's products take at most MOMENT_CHUNK_FLOATS floats."""
+        return max(1, min(CHUNK_SITES, MOMENT_CHUNK_FLOATS // self.n_moments))
+
+    def products(self, base: np.ndarray) -> np.ndarray:
+        """Return the distinct products for each row of ``base``, shape (n, n_moments)."""
+        return lr_kernels.monomial_moments(np.ascontiguousarray(base, dtype=float), self.slots, self.parents,
+                                           self.lasts)
+
+    def coefficients(self, matrix: np.ndarray) -> np.ndarray:
+        """Return c with f^T matrix f = c . products for every f, from a (size, size) matrix; shape (n_moments,)."""
+        return np.bincount(self.lookup.ravel(), weights=np.asarray(matrix, dtype=float).ravel(),
+                           minlength=self.n_moments)
 
 
 def _assemble_from_moments(ambiguous, weights, pairs, base, table: _MomentTable, k_count: int) -> np.ndarray:
     q = table.size
     sums = np.zeros((len(pairs), table.n_moments))
-    for start in range(0, ambiguous.size, CHUNK_SITES):
-        rows = slice(start, start + CHUNK_SITES)
-        values = np.ascontiguousarray(base(ambiguous[rows]), dtype=float)
-        sums += weights[rows].T @ lr_kernels.monomial_moments(values, table.slots)
+    step = table.chunk_rows
+    for start in range(0, ambiguous.size, step):
+        rows = slice(start, start + step)
+        sums += weights[rows].T @ table.products(base(ambiguous[rows]))
     v = np.zeros((k_count, q, k_count, q))
     for column, (k, l) in enumerate(pairs):
         block = sums[column][table.lookup]
@@ -754,12 +854,11 @@ def _assemble_from_moments(ambiguous, weights, pairs, base, table: _MomentTable,
 
 
 def build_response_system(posterior: Posterior, *, warn: bool = True) -> ResponseSystem:
-    """Assemble J at the fitted posterior and decompose its symmetric form.
+    """Assemble J at the fitted posterior and find the extreme eigenvalues of its symmetric form.
 
-    When the trace of B is at most RANK_TOL / (1 + RANK_TOL), every gain is
-    at most RANK_TOL, so no direction is kept and only B's largest
-    eigenvalue is computed, by Lanczos iteration. Otherwise B is fully
-    eigen-decomposed.
+    Only B's extreme eigenvalues are computed here (see _coupled_groups).
+    The eigen-decomposition and the Cholesky solve that the all-site pass
+    needs are computed on first use.
 
     Raises
     ------
@@ -793,7 +892,8 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
         for b, width in zip(blocks, probe):
             monomials.extend(tuple(offset + i for i in m) for m in b.monomials)
             offset += width
-        moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1), tuple(monomials))
+        moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1),
+                   _MomentTable(tuple(monomials)))
     v = assemble_missing_information(
         resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1), moments)
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
@@ -801,47 +901,46 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     b_sym = b_blocks.transpose(0, 2, 1, 3).reshape(k_count * q, k_count * q)
     b_sym = 0.5 * (b_sym + b_sym.T)
 
-    basis, rates, largest, smallest = _kept_directions(b_sym, k_count, q)
+    groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
     condition = check_conditioning(largest, smallest, warn)
-    return ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, basis, rates)
+    return ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
 
 
-def _kept_directions(b_sym: np.ndarray, k_count: int, q: int):
-    """Eigenvectors of B with gain above RANK_TOL, their eigenvalues, and B's extreme eigenvalues.
+#: Groups up to this size get their extreme eigenvalues from a dense solver, larger ones from Lanczos.
+DENSE_EIGENVALUES_UP_TO = 256
+
+
+def _coupled_groups(b_sym: np.ndarray, k_count: int, q: int):
+    """Find the groups of coordinates that matter in the all-site pass, and B's extreme eigenvalues.
 
     Categories that share no ambiguous site have no coupling block in B,
-    so B is block-diagonal over the connected groups of the coupling graph
-    and each group is decomposed on its own; a group whose trace is at most
-    RANK_TOL / (1 + RANK_TOL) keeps nothing and needs only its largest
-    eigenvalue. Returns ``(basis (K, Q, r), rates (r,), largest, smallest)``;
-    ``smallest`` is 0 unless every group was decomposed in full.
+    so B is block-diagonal over the connected groups of the coupling graph.
+    A group whose trace is at most RANK_TOL / (1 + RANK_TOL) has every gain
+    at most RANK_TOL and is left out. Returns ``(groups, largest,
+    smallest)``: the positions of each remaining group, and B's largest
+    eigenvalue and a lower bound on its smallest (0 unless every coupled
+    group was small enough for the dense solver).
     """
     blocks = b_sym.reshape(k_count, q, k_count, q)
     coupling = np.abs(blocks).max(axis=(1, 3)) > 0.0
     n_groups, labels = csgraph.connected_components(coupling, directed=False)
-    columns, rates = [], []
+    groups = []
     largest, smallest = 0.0, np.inf
     for group in range(n_groups):
         members = np.flatnonzero(labels == group)
-        index = (members[:, None] * q + np.arange(q)[None, :]).reshape(-1)
-        sub = b_sym[np.ix_(index, index)]
         if not coupling[members][:, members].any():
             smallest = min(smallest, 0.0)
             continue
-        if np.trace(sub) <= RANK_TOL / (1.0 + RANK_TOL):
-            largest = max(largest, _largest_eigenvalue(sub))
-            smallest = min(smallest, 0.0)
-            continue
-        values, vectors = linalg.eigh(sub, driver="evd")
-        largest, smallest = max(largest, float(values[-1])), min(smallest, float(values[0]))
-        keep = np.flatnonzero(values / np.maximum(1.0 - values, np.finfo(float).tiny) > RANK_TOL)
-        full = np.zeros((b_sym.shape[0], keep.size))
-        full[index] = vectors[:, keep]
-        columns.append(full)
-        rates.append(values[keep])
-    basis = np.concatenate(columns, axis=1) if columns else np.zeros((b_sym.shape[0], 0))
-    rates = np.concatenate(rates) if rates else np.zeros(0)
-    return basis.reshape(k_count, q, -1), rates, largest, (0.0 if not np.isfinite(smallest) else smallest)
+        index = (members[:, None] * q + np.arange(q)[None, :]).reshape(-1)
+        sub = b_sym[np.ix_(index, index)]
+        if index.size <= DENSE_EIGENVALUES_UP_TO:
+            values = linalg.eigvalsh(sub)
+            largest, smallest = max(largest, float(values[-1])), min(smallest, float(values[0]))
+        else:
+            largest, smallest = max(largest, _largest_eigenvalue(sub)), min(smallest, 0.0)
+        if np.trace(sub) > RANK_TOL / (1.0 + RANK_TOL):
+            groups.append(index)
+    return groups, largest, (0.0 if not np.isfinite(smallest) else smallest)
 
 
 def _largest_eigenvalue(matrix: np.ndarray) -> float:
@@ -921,10 +1020,17 @@ class LinearResponseSummaries:
     * Shifts: exact functions of the corrected coordinates they depend on
       (means and weights need only t, kappa and alpha).
 
-    The KL is computed on construction, in one pass over the (site,
-    category) pairs with responsibility above RESP_TOL using matrix products
-    of width r, the number of kept directions. The LOO predictive density
-    and the shifts take a second such pass on first access. Sites that
+    The KL is computed on construction, by one of two routes
+    (``kl_route``). Where every site statistic is a product of entries of a
+    per-site vector (the Gaussian mixture), the "moments" route keeps every
+    direction: the added total is the quadratic form s_i^T A s_i of
+    ResponseSystem.kl_blocks, read off as one matrix product of the
+    distinct products of each site's entries with a coefficient column per
+    pair of categories, at no eigen-decomposition. Otherwise the
+    "eigenbasis" route makes one pass over the (site, category) pairs with
+    responsibility above RESP_TOL using matrix products of width r, the
+    number of directions with gain above RANK_TOL. The LOO predictive
+    density and the shifts take an eigenbasis pass on first access. Sites that
     division flags as improper stay flagged, and so does a site whose
     corrected weights, kappa or degrees of freedom leave the family.
 
@@ -933,17 +1039,35 @@ class LinearResponseSummaries:
     positive definite W'^-1 for the Gaussian mixture and a positive definite
     precision for Normal-Gamma blocks. A site that breaks one keeps a finite KL.
 
+    Parameters
+    ----------
+    posterior : Posterior
+    warn : bool
+        Warn when I - J is badly conditioned.
+    chunk_sites : int
+        Sites per chunk of the passes over the data.
+    kl_route : {None, "moments", "eigenbasis"}
+        Route of the KL pass; None takes "moments" where the blocks allow it.
+
     Attributes
     ----------
     system : ResponseSystem
     kl_by_variable : dict of str to ndarray, shape (N,)
         0 for improper sites (the result object reports +inf).
     improper : ndarray of bool, shape (N,)
+    kl_route : str
+        The route the KL pass took.
     """
 
-    def __init__(self, posterior: Posterior, *, warn: bool = True, chunk_sites: int = CHUNK_SITES):
+    def __init__(self, posterior: Posterior, *, warn: bool = True, chunk_sites: int = CHUNK_SITES,
+                 kl_route: str | None = None):
         from . import closed_form
 
+        if kl_route not in (None, "moments", "eigenbasis"):
+            raise ValueError(
+                f"kl_route must be None, 'moments' or 'eigenbasis', got {kl_route!r}; use None to let the "
+                f"blocks decide"
+            )
         self.posterior = posterior
         self.system = build_response_system(posterior, warn=warn)
         self.chunk_sites = chunk_sites
@@ -951,7 +1075,20 @@ class LinearResponseSummaries:
         system = self.system
         self._slices = system.block_slices()
         self._largest = max(system.blocks, key=lambda b: b.size).variable
-        if self.system.rank:
+        if kl_route is None:
+            kl_route = "moments" if system.moments is not None else "eigenbasis"
+        if kl_route == "moments" and system.moments is None:
+            raise ValueError(
+                "kl_route='moments' needs every block's statistics to be products of per-site entries "
+                "(ResponseBlock.base and monomials), and some block here has none; use "
+                "kl_route='eigenbasis' or None"
+            )
+        self.kl_route = kl_route
+        if not system.groups:
+            pass
+        elif kl_route == "moments":
+            self._add_kl_from_moments()
+        elif self.system.rank:
             for sites, f, projected, z in self._chunks():
                 self._add_kl(sites, projected, z)
                 self._check_bounds(sites, f, z)
@@ -1017,6 +1154,127 @@ class LinearResponseSummaries:
             rest -= half_norm
             self.kl_by_variable[name][sites] += np.einsum("nr,nr->n", projected[name], z) + half_norm
         self.kl_by_variable[self._largest][sites] += np.einsum("nr,nr->n", projected[self._largest], z) + rest
+
+    def _add_kl_from_moments(self):
+        """Add the response's second-order KL with every direction kept, through distinct products.
+
+        The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
+        with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i. Each
+        f^T A_kl f is a fixed combination of the distinct products m_i of the
+        site's base entries (ResponseBlock.monomials), so one matrix product
+        of the m_i with a coefficient column per pair (k, l) gives every
+        site's total. Sites with one active category need only the pair
+        (k, k). A smaller block v gets c_v . z + |U_v z|^2 / 2 in the same
+        terms, y_v . e_v + |e_v|^2 / 2 with e_v = (R y)_v linear in s_i; the
+        largest block gets the rest of the total.
+        """
+        system = self.system
+        base, table = system.moments
+        k_count, q = system.n_categories, system.block_size
+        resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
+        n_sites = resp.shape[0]
+        in_group = np.zeros(k_count, dtype=bool)
+        group_of = np.full(k_count, -1)
+        for g, index in enumerate(system.groups):
+            members = np.unique(index // q)
+            in_group[members] = True
+            group_of[members] = g
+        pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
+                 if in_group[k] and group_of[k] == group_of[l]]
+        form = system.kl_blocks()
+        coefficients = np.stack([table.coefficients(form[k, :, l, :]) * (1.0 if k == l else 2.0)
+                                 for k, l in pairs], axis=1)
+        left = np.array([k for k, _ in pairs])
+        right = np.array([l for _, l in pairs])
+        diagonal = np.full(k_count, -1)
+        for column, (k, l) in enumerate(pairs):
+            if k == l:
+                diagonal[k] = column
+
+        total = np.zeros(n_sites)
+        n_active = np.count_nonzero(resp, axis=1)
+        single = np.flatnonzero(n_active == 1)
+        single = single[in_group[np.argmax(resp[single], axis=1)]]
+        ambiguous = np.flatnonzero(n_active >= 2)
+        step = table.chunk_rows
+        columns = diagonal[in_group]
+        for start in range(0, single.size, step):
+            rows = single[start:start + step]
+            values = table.products(base(rows)) @ coefficients[:, columns]
+            k = np.argmax(resp[rows], axis=1)
+            position = np.searchsorted(np.flatnonzero(in_group), k)
+            total[rows] = values[np.arange(rows.size), position] * resp[rows, k] ** 2
+        for start in range(0, ambiguous.size, step):
+            rows = ambiguous[start:start + step]
+            values = table.products(base(rows)) @ coefficients
+            total[rows] = np.einsum("np,np->n", values, resp[rows][:, left] * resp[rows][:, right])
+
+        # Smaller blocks: y_v . e_v + |e_v|^2 / 2, e_v = (R y)_v = sum_l r_l (R_{v,l} L_l^T) f.
+        response = system.symmetric_response.reshape(k_count, q, k_count, q)
+        small = []
+        for block in system.blocks:
+            if block.variable == self._largest:
+                continue
+            part = self._slices[block.variable]
+            # maps[k, p, l] = R_{(k, p), l} L_l^T, so e[k, p] = sum_l r_l maps[k, p, l] . f.
+            maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
+            small.append((block.variable, part, maps.reshape(-1, q), system.cholesky[:, part, part]))
+        bounds = self._bound_rows()
+        rest = total
+        for start in range(0, n_sites, self.chunk_sites):
+            rows = np.arange(start, min(n_sites, start + self.chunk_sites))
+            f = system.features(rows)
+            r = resp[rows]
+            for name, part, maps, chol_v in small:
+                width = part.stop - part.start
+                e = np.einsum("nkpl,nl->nkp", (f @ maps.T).reshape(rows.size, k_count, width, k_count), r)
+                y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
+                added = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
+                self.kl_by_variable[name][rows] += added
+                rest[rows] -= added
+            self._check_bounds_from_moments(rows, f, r, bounds)
+        self.kl_by_variable[self._largest] += rest
+
+    def _bound_rows(self) -> list:
+        """Collect, for each block with lower bounds, its positions in g, the bounds, M's rows there and their norms."""
+        system = self.system
+        k_count, q = system.n_categories, system.block_size
+        # Rows of M = L^-T R L^T by category, shape (K, Q, G).
+        right = system.symmetric_response.reshape(k_count, q, k_count * q) @ linalg.block_diag(*system.cholesky).T
+        response_rows = np.linalg.solve(np.swapaxes(system.cholesky, 1, 2), right)
+        out = []
+        for block in system.blocks:
+            positions = sorted(block.lower_bounds)
+            if not positions:
+                continue
+            columns = self._slices[block.variable].start + np.asarray(positions, dtype=int)
+            rows_m = response_rows[:, columns, :]
+            out.append((block.coordinates[:, positions], columns,
+                        np.array([block.lower_bounds[p] for p in positions]), rows_m,
+                        np.linalg.norm(rows_m, axis=2)))
+        return out
+
+    def _check_bounds_from_moments(self, rows, f, r, bounds):
+        """Flag sites whose corrected coordinates cross a block's lower bound (moments route).
+
+        The response in coordinate (k, p) is row (k, p) of M = L^-T R L^T
+        times s_i, at most |M row| |s_i| in size (Cauchy-Schwarz), and
+        division moves it by at most |f_i| (r <= 1); a chunk is checked site
+        by site only when that reach comes near a bound, and then only the
+        sites near one.
+        """
+        s_norm = np.linalg.norm(r, axis=1) * np.linalg.norm(f, axis=1)
+        for coordinates, columns, lower, rows_m, reach in bounds:
+            lowest = coordinates - np.abs(f[:, columns]).max(axis=0)[None] - reach * s_norm.max()
+            if np.all(lowest > lower):
+                continue
+            divided = coordinates[None] - self.system.resp[rows][:, :, None] * f[:, None, columns]
+            near = np.flatnonzero(np.any(divided - reach[None] * s_norm[:, None, None] <= lower, axis=(1, 2)))
+            if near.size == 0:
+                continue
+            messages = (r[near][:, :, None] * f[near][:, None, :]).reshape(near.size, -1)
+            corrected = divided[near] - np.einsum("kpg,ng->nkp", rows_m, messages)
+            self.improper[rows[near]] |= np.any(corrected <= lower, axis=(1, 2))
 
     def _check_bounds(self, sites, f, z):
         """Flag sites whose corrected coordinates cross a block's lower bound.

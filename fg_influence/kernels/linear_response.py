@@ -269,17 +269,24 @@ def scatter_add_scaled(out, rows, weights, values):
 
 
 @njit(cache=True, parallel=True)
-def monomial_moments(base, slots):
+def monomial_moments(base, slots, parents, lasts):
     """Products of up to four entries of each row of ``base``, shape (n, S).
 
     ``slots`` (S, 4) lists, for monomial s, the columns of ``base`` whose
-    product it is; -1 stands for the factor 1.
+    product it is; -1 stands for the factor 1. Where ``parents[s]`` is at
+    least 0, monomial s is monomial ``parents[s]`` (which comes before s)
+    times column ``lasts[s]`` of ``base``, one multiplication per monomial;
+    otherwise the listed entries are multiplied out.
     """
     n = base.shape[0]
     n_monomials, width = slots.shape
     out = np.empty((n, n_monomials))
     for i in prange(n):
         for s in range(n_monomials):
+            parent = parents[s]
+            if parent >= 0:
+                out[i, s] = out[i, parent] * base[i, lasts[s]]
+                continue
             value = 1.0
             for slot in range(width):
                 column = slots[s, slot]
