@@ -1,7 +1,8 @@
-"""Site messages, division, all-site summaries and exact refits."""
+"""Site messages, division, all-site summaries, group influence and exact refits."""
 
 from .division import divide, divided_natural_params, posterior_kl, site_messages
 from .exact import exact_kl, refit_without
+from .groups import leave_group_out_kl
 from .result import InfluenceResult
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "divide",
     "divided_natural_params",
     "exact_kl",
+    "leave_group_out_kl",
     "posterior_kl",
     "refit_without",
     "site_messages",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._validation import as_float_array, check_int, check_real
@@ -9,7 +11,7 @@ from ..families import Gamma, MultivariateNormal
 from ..graph import FactorGraph
 from ..graph.group_factors import GroupPriorFactor, GroupRegressionFactor
 from ..inference import fit_cavi
-from ..influence import InfluenceResult, divide, exact_kl, posterior_kl
+from ..influence import InfluenceResult, leave_group_out_kl
 
 
 def group_rows(groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -243,10 +245,49 @@ class HierarchicalNormal:
             )
         return positions.astype(np.int64)
 
-    def leave_groups_out_kl(self, labels, *, exact: bool = False) -> float:
-        """KL(q || q without all the given groups together), estimated by division or refitted."""
-        sites = self.group_positions(labels)
-        if exact:
-            values, _ = exact_kl(self.posterior_, [sites])
-            return float(values[0])
-        return posterior_kl(self.posterior_.globals, divide(self.posterior_, sites))
+    def leave_groups_out_kl(self, labels, *, method: str = "division", exact: bool | None = None) -> float:
+        """Estimate KL(q || q without all the given groups together).
+
+        Parameters
+        ----------
+        labels : array_like
+            Group labels, as passed to ``fit``; each group at most once.
+        method : {"division", "linear-response", "exact"}, default "division"
+            How the posterior without the groups is estimated; see
+            :func:`fg_influence.influence.leave_group_out_kl`.
+        exact : bool, optional
+            Deprecated: ``exact=True`` is ``method="exact"``.
+
+        Returns
+        -------
+        float
+            +inf, with an ImproperDivisionWarning, if the estimated
+            posterior is improper.
+        """
+        self._check_fitted()
+        if exact is not None:
+            warnings.warn(
+                "leave_groups_out_kl(exact=...) is deprecated and will be removed; pass "
+                "method='exact' (or method='division') instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if exact and method not in ("division", "exact"):
+                raise ValueError(
+                    f"exact=True asks for exact refits but method is {method!r}; pass only method='exact'"
+                )
+            if exact:
+                method = "exact"
+        labels = np.atleast_1d(np.asarray(labels))
+        if labels.ndim != 1 or labels.size == 0:
+            raise ValueError(
+                f"labels must be a non-empty 1-D list of group labels, got shape {labels.shape}; pass "
+                f"labels such as {self.group_labels_[:2].tolist()}"
+            )
+        unique, counts = np.unique(labels, return_counts=True)
+        if np.any(counts > 1):
+            raise ValueError(
+                f"labels must name each group once, because a group is removed once; repeated "
+                f"{unique[counts > 1][:5].tolist()}. Pass numpy.unique(labels)"
+            )
+        return leave_group_out_kl(self.posterior_, self.group_positions(labels), method=method)
