@@ -33,7 +33,7 @@ PRIOR_KEYS = {
 POSTERIOR_KEYS = {"weight_concentration", "mean_precision", "means", "degrees_of_freedom", "scale"}
 MODEL_KEYS = {
     "type", "n_components", "columns", "standardize", "center", "scale", "units",
-    "priors", "posterior", "elbo", "n_iter", "converged",
+    "priors", "posterior", "elbo", "tol", "n_iter", "converged",
 }
 ACCURACY_KEYS = {
     "n_sites", "spearman", "median_relative_error", "max_relative_error", "top_k", "top_k_overlap",
@@ -92,6 +92,8 @@ def schema_problems(document, *, n_rows: int, n_components: int, n_columns: int)
         problems.append("model.units must be a string")
     if not _is_real(model["elbo"]):
         problems.append(f"model.elbo must be a number, got {model['elbo']!r}")
+    if not (_is_real(model["tol"]) and model["tol"] > 0):
+        problems.append(f"model.tol must be a positive number, got {model['tol']!r}")
     if not (isinstance(model["n_iter"], int) and not isinstance(model["n_iter"], bool)
             and model["n_iter"] >= 1):
         problems.append(f"model.n_iter must be a positive int, got {model['n_iter']!r}")

@@ -39,13 +39,15 @@ def progress_bar(total: int):
 
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
-                title: str, out=None, plot_path: Path | None = None, method: str = "division") -> dict:
+                title: str, out=None, plot_path: Path | None = None, method: str = "division",
+                tol: float | None = None) -> dict:
     """Fit, rank and print the report to ``out`` (default: the current ``sys.stdout``).
 
     ``method`` is "division", "linear-response" or "exact"; "exact" refits
     without every row and rejects ``exact``, which would compare estimates
-    with refits. Returns the JSON document, which is also written to
-    ``json_path`` when given.
+    with refits. ``tol`` is the fit's relative ELBO tolerance (None: the
+    GaussianMixture default). Returns the JSON document, which is also
+    written to ``json_path`` when given.
     """
     # Looked up at call time, because a default of sys.stdout would be bound at
     # import and ignore later redirection such as contextlib.redirect_stdout.
@@ -61,7 +63,8 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
         raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
     X = (data - center) / scale
 
-    model = GaussianMixture(components, n_init=n_init, random_state=seed).fit(X)
+    tol_option = {} if tol is None else {"tol": tol}
+    model = GaussianMixture(components, n_init=n_init, random_state=seed, **tol_option).fit(X)
     if method == "exact":
         fit_seconds = time.perf_counter() - start
         result = ExactInfluence(model.posterior_, progress=progress_bar(len(X)))
@@ -227,6 +230,7 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
                 "scale": model.scale_.tolist(),
             },
             "elbo": model.lower_bound_,
+            "tol": model.tol,
             "n_iter": model.n_iter_,
             "converged": model.converged_,
         },

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+import math
 from pathlib import Path
 
 
@@ -35,6 +37,40 @@ def exact_count(text: str):
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
 
 
+def positive_finite_float(text: str) -> float:
+    """Parse a positive finite number, such as the value of --tol."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}") from None
+    # float() also accepts 'nan' and 'inf', and rounds '1e-400' to 0.
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def default_tol(*model_classes) -> float:
+    """Return the ``tol`` default that the constructors of ``model_classes`` share."""
+    defaults = {inspect.signature(cls).parameters["tol"].default for cls in model_classes}
+    if len(defaults) != 1:
+        names = [cls.__name__ for cls in model_classes]
+        raise RuntimeError(f"the models {names} have different tol defaults {sorted(defaults)}; "
+                           f"give each its own --tol default")
+    return defaults.pop()
+
+
+def add_tol_option(parser: argparse.ArgumentParser, default: float) -> None:
+    """Add --tol, the relative ELBO change at which the CAVI fit stops.
+
+    ``default`` is the model's own default (see :func:`default_tol`), so
+    leaving the option out fits the model exactly as the Python API does.
+    """
+    parser.add_argument("--tol", type=positive_finite_float, default=default, metavar="TOL",
+                        help=f"relative ELBO change at which the CAVI fit stops: it ends when the "
+                             f"ELBO changes by at most TOL times |ELBO| between iterations; a smaller "
+                             f"TOL runs more iterations (default {default:g})")
+
+
 #: Values of --method: the two estimates and exact refits.
 METHODS = ("division", "linear-response", "exact")
 
@@ -46,7 +82,8 @@ def add_method_option(parser: argparse.ArgumentParser, *, exact: bool = True) ->
     """
     help_text = ("how to compute the posterior without each row: 'division' holds the other rows' "
                  "responsibilities fixed; 'linear-response' adds their first-order response, which "
-                 "is closer to exact refits where components overlap")
+                 "is closer to exact refits where components overlap, and closer still with a "
+                 "tighter --tol (such as 1e-12)")
     if exact:
         help_text += ("; 'exact' refits CAVI without each row, warm-started from the fit, which "
                       "costs one refit per row and cannot be combined with --exact")

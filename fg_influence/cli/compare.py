@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from .._csv import read_numeric_csv
+from ..models import GaussianMixture
 from ..reference import compare_methods
 from ._mixture_report import _check_json_path
-from ._options import exact_count, non_negative_int, parse_columns, positive_int
+from ._options import add_tol_option, default_tol, exact_count, non_negative_int, parse_columns, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 
 
@@ -42,10 +43,11 @@ def register(commands) -> None:
                         help="random seed for the CAVI starts and the rows refitted (default 0)")
     parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
                         help="number of CAVI starting points; the best ELBO is kept (default 3)")
+    add_tol_option(parser, default_tol(GaussianMixture))
     add_plot_option(parser)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
-                        help="write every method's per-row scalar, the exact values and the timings "
-                             "to this JSON file")
+                        help="write every method's per-row scalar, the exact values, the timings and "
+                             "the --tol of the variational fit to this JSON file")
     parser.set_defaults(handler=run)
 
 
@@ -68,7 +70,7 @@ def run(args) -> None:
         raise ValueError(f"--exact must be at least 3 rows for a rank correlation, got {args.exact}")
 
     comparison = compare_methods(data, args.components, exact=args.exact, top=args.top, random_state=args.seed,
-                                 n_init=args.n_init, progress=_report_progress)
+                                 n_init=args.n_init, progress=_report_progress, tol=args.tol)
     units = "standardized" if args.standardize else "raw"
     print(f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)} ({units} units), "
           f"{data.shape[0]} rows")
@@ -83,4 +85,5 @@ def run(args) -> None:
         document["rows"] = labels
         document["columns"] = columns
         document["standardize"] = bool(args.standardize)
+        document["tol"] = args.tol
         args.json.write_text(json.dumps(document, indent=1))

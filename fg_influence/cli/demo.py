@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ..datasets import load_faithful
+from ..models import GaussianMixture
 from ._mixture_report import run_mixture
-from ._options import add_method_option, add_report_options
+from ._options import add_method_option, add_report_options, add_tol_option, default_tol
 
 
 def register(commands) -> None:
@@ -18,6 +19,7 @@ def register(commands) -> None:
     )
     add_report_options(parser, exact_default="all rows, or none with --method exact")
     add_method_option(parser)
+    add_tol_option(parser, default_tol(GaussianMixture))
     parser.set_defaults(handler=run)
 
 
@@ -31,6 +33,6 @@ def run(args) -> None:
     run_mixture(
         dataset.data, list(dataset.columns), list(dataset.row_labels), components=2,
         standardize=True, top=args.top, exact=exact, seed=args.seed, n_init=args.n_init,
-        json_path=args.json, plot_path=args.plot, method=args.method,
+        json_path=args.json, plot_path=args.plot, method=args.method, tol=args.tol,
         title="Old Faithful (272 eruptions), Gaussian mixture with K = 2 on standardised data",
     )

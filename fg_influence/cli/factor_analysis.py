@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, format_spearman, positive_int
+from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, positive_int
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
@@ -39,10 +39,12 @@ def register(commands) -> None:
                         help="how to estimate the posterior without each row: 'division' keeps the "
                              "other rows' latent factors at their fitted posterior; 'linear-response' "
                              "adds their first-order response, which is much closer to exact refits "
-                             "(one factor only: with more, rotations of the factors make it "
-                             "undefined) (default: division)")
+                             "and closer still with a tighter --tol such as 1e-12; it needs --factors "
+                             "1, because with more factors their rotations make it undefined (default: "
+                             "division)")
     add_site_options(parser, "rows")
     add_plot_option(parser)
+    add_tol_option(parser, default_tol(FactorAnalysis))
     parser.set_defaults(handler=run)
 
 
@@ -115,7 +117,7 @@ def run(args, out=None) -> dict:
         raise ValueError(f"--method linear-response needs --factors 1, got {args.factors}: with two or "
                          f"more factors the model is invariant to rotating them, so the correction is "
                          f"undefined; use --method division and confirm with --exact")
-    model = FactorAnalysis(args.factors).fit((data - center) / scale)
+    model = FactorAnalysis(args.factors, tol=args.tol).fit((data - center) / scale)
     result = model.influence(method=args.method)
     if args.exact is not None:
         count = args.exact if args.exact == "all" else min(args.exact, result.n_sites)
@@ -160,6 +162,8 @@ def run(args, out=None) -> dict:
             "loadings": model.loadings_.tolist(),
             "noise_variance": model.noise_variance_.tolist(),
             "elbo": model.lower_bound_,
+            "tol": model.tol,
+            "n_iter": model.n_iter_,
             "converged": model.converged_,
         },
         "method": args.method,

@@ -5,8 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .._csv import read_numeric_csv
+from ..models import GaussianMixture
 from ._mixture_report import run_mixture
-from ._options import add_method_option, add_report_options, parse_columns, positive_int
+from ._options import (
+    add_method_option,
+    add_report_options,
+    add_tol_option,
+    default_tol,
+    parse_columns,
+    positive_int,
+)
 
 
 def register(commands) -> None:
@@ -29,6 +37,7 @@ def register(commands) -> None:
                              "and LOO log predictive densities refer to the standardized data")
     add_report_options(parser)
     add_method_option(parser)
+    add_tol_option(parser, default_tol(GaussianMixture))
     parser.set_defaults(handler=run)
 
 
@@ -37,6 +46,6 @@ def run(args) -> None:
     run_mixture(
         data, columns, labels, components=args.components, standardize=args.standardize,
         top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
-        plot_path=args.plot, method=args.method,
+        plot_path=args.plot, method=args.method, tol=args.tol,
         title=f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)}",
     )

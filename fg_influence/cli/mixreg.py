@@ -13,7 +13,7 @@ from ._catalogue_report import (
     report,
     split_columns,
 )
-from ._options import add_method_option, add_report_options, positive_int
+from ._options import add_method_option, add_report_options, add_tol_option, default_tol, positive_int
 
 
 def register(commands) -> None:
@@ -34,6 +34,7 @@ def register(commands) -> None:
     add_missing_option(parser)
     add_method_option(parser, exact=False)
     add_report_options(parser)
+    add_tol_option(parser, default_tol(MixtureOfRegressions))
     parser.set_defaults(handler=run)
 
 
@@ -47,7 +48,8 @@ def run(args) -> None:
     X = numeric_matrix(table, covariates, labels)
     y = numeric_matrix(table, [args.target], labels)[:, 0]
 
-    model = MixtureOfRegressions(args.components, n_init=args.n_init, random_state=args.seed).fit(X, y)
+    model = MixtureOfRegressions(args.components, n_init=args.n_init, random_state=args.seed,
+                                 tol=args.tol).fit(X, y)
     result = model.influence(method=args.method)
     names = ["intercept"] + covariates
     summary = [f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
@@ -65,6 +67,7 @@ def run(args) -> None:
         "coefficients": model.coefs_.tolist(),
         "noise_precisions": model.noise_precisions_.tolist(),
         "elbo": model.lower_bound_,
+        "tol": model.tol,
         "n_iter": model.n_iter_,
         "converged": model.converged_,
     }

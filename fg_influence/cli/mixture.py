@@ -16,7 +16,7 @@ from ._catalogue_report import (
     report,
     split_columns,
 )
-from ._options import add_method_option, add_report_options, positive_int
+from ._options import add_method_option, add_report_options, add_tol_option, default_tol, positive_int
 
 FAMILIES = {
     "poisson": PoissonMixture,
@@ -47,6 +47,7 @@ def register(commands) -> None:
     add_missing_option(parser)
     add_method_option(parser, exact=False)
     add_report_options(parser)
+    add_tol_option(parser, default_tol(*FAMILIES.values()))
     parser.set_defaults(handler=run)
 
 
@@ -79,7 +80,8 @@ def run(args) -> None:
     else:
         X = numeric_matrix(table, columns, labels)
 
-    model = FAMILIES[args.family](args.components, n_init=args.n_init, random_state=args.seed).fit(X)
+    model = FAMILIES[args.family](args.components, n_init=args.n_init, random_state=args.seed,
+                                  tol=args.tol).fit(X)
     result = model.influence(method=args.method)
     summary = [f"ELBO {model.lower_bound_:.4f} after {model.n_iter_} CAVI iterations"
                f"{'' if model.converged_ else ' (not converged)'}",
@@ -93,6 +95,7 @@ def run(args) -> None:
         "weights": model.weights_.tolist(),
         "components": _components(model),
         "elbo": model.lower_bound_,
+        "tol": model.tol,
         "n_iter": model.n_iter_,
         "converged": model.converged_,
     }
