@@ -19,6 +19,14 @@ The graph is serialised generically: a family's parameters are the
 arguments of its constructor, read back from attributes of the same names,
 and a factor's arguments likewise. A new model or factor that follows this
 convention can be saved with no code here.
+
+Graphs with local blocks (the hierarchical normal model, factor analysis,
+hidden Markov models, LDA) store each block's declaration (its plate and
+its family or owning factor), each ragged observed variable's rows, CSR
+offsets and covariates, and each fitted block state's named arrays as
+plain arrays. Such files are format version 2; files of graphs without
+blocks keep the version 1 layout and number, so older releases still read
+them.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import numpy as np
 from . import __version__
 from .families import ExponentialFamily
 from .graph import FactorGraph
+from .graph.blocks import BlockState, LocalBlock, RaggedObservedVariable, block_names, check_offsets
 from .graph.factors import Factor
 from .graph.nodes import GlobalVariable, LocalVariable
 from .inference.posterior import Posterior
@@ -41,11 +50,15 @@ from .influence._export import json_label
 
 FORMAT_NAME = "fg_influence"
 #: Incremented whenever the layout changes in a way older readers cannot follow.
-FORMAT_VERSION = 1
+#: Version 2 added local blocks and ragged observed variables.
+FORMAT_VERSION = 2
+#: Versions that :func:`load` reads. :func:`save` writes version 1 for graphs
+#: without blocks or ragged variables, whose layout version 2 did not change.
+READABLE_VERSIONS = (1, 2)
 METADATA_MEMBER = "metadata.json"
 DIGEST_MEMBER = "metadata.sha256"
 
-__all__ = ["FORMAT_VERSION", "load", "save"]
+__all__ = ["FORMAT_VERSION", "READABLE_VERSIONS", "load", "save"]
 
 
 # Saving
@@ -64,24 +77,19 @@ def save(obj, path) -> None:
     ------
     TypeError
         If ``obj`` is neither, or its graph uses a family or factor whose
-        constructor arguments cannot be read back, or local blocks.
+        constructor arguments cannot be read back, or a block state holds
+        a non-numeric array.
     ValueError
         If the model is not fitted or the file cannot be written.
 
-    NOTE: graphs with local blocks (the hierarchical normal model, hidden
-    Markov models, factor analysis, LDA) cannot be saved yet.
+    Notes
+    -----
+    Every ready-made model can be saved, including those with local blocks
+    (hierarchical normal, factor analysis, hidden Markov, LDA), and so can
+    their results.
     """
-    from .graph.blocks import block_names
     from .influence import InfluenceResult
 
-    graph = getattr(getattr(obj, "posterior", None) or getattr(obj, "posterior_", None), "graph", None)
-    if graph is not None and block_names(graph):
-        raise TypeError(
-            f"cannot save this {type(obj).__name__}: its graph has local blocks {block_names(graph)} "
-            f"(hierarchical normal, hidden Markov, factor analysis and LDA models), which the file "
-            f"format does not store yet. Export the per-site values with to_json() or "
-            f"summary_frame() instead"
-        )
     arrays: dict[str, np.ndarray] = {}
     if isinstance(obj, InfluenceResult):
         posterior = obj.posterior
@@ -97,7 +105,7 @@ def save(obj, path) -> None:
         )
     metadata["graph"] = _graph_metadata(posterior.graph, arrays)
     metadata["posterior"] = _posterior_metadata(posterior, arrays)
-    metadata = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+    metadata = {"format": FORMAT_NAME, "format_version": _format_version(posterior.graph),
                 "library_version": __version__, **metadata}
     metadata["arrays"] = {key: _array_record(value) for key, value in arrays.items()}
 
@@ -111,6 +119,12 @@ def save(obj, path) -> None:
             np.savez(handle, **members)
     except OSError as error:
         raise ValueError(f"could not write {path}: {error.strerror or error}") from None
+
+
+def _format_version(graph: FactorGraph) -> int:
+    """Return the oldest format version that can hold ``graph``."""
+    ragged = any(isinstance(v, RaggedObservedVariable) for v in graph.variables.values())
+    return 2 if ragged or block_names(graph) else 1
 
 
 def _is_model(obj) -> bool:
@@ -177,6 +191,9 @@ def _fitted_attributes(model, arrays: dict) -> dict:
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             arrays[f"fitted/{name}"] = value
             record[name] = {"kind": "array"}
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "U":
+            # Text labels, such as HierarchicalNormal.group_labels_ read from a CSV column.
+            record[name] = {"kind": "text_array", "dtype": value.dtype.str, "value": value.tolist()}
         elif isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
             arrays[f"fitted/{name}"] = np.asarray(value)
             builtin = type(value).__name__ if type(value) in (bool, int, float) else None
@@ -230,6 +247,18 @@ def _graph_metadata(graph: FactorGraph, arrays: dict) -> dict:
         elif isinstance(variable, LocalVariable):
             record["plate"] = variable.plate
             record["categories"] = variable.categories
+        elif isinstance(variable, LocalBlock):
+            record["plate"] = variable.plate
+            record["family"] = None if variable.family is None else variable.family.__name__
+            record["owner"] = variable.owner
+        elif isinstance(variable, RaggedObservedVariable):
+            record["plate"] = variable.plate
+            record["ragged"] = True
+            record["covariates"] = variable.covariates is not None
+            arrays[f"data/{variable.name}"] = np.asarray(variable.data, dtype=np.float64)
+            arrays[f"offsets/{variable.name}"] = np.asarray(variable.offsets, dtype=np.int64)
+            if variable.covariates is not None:
+                arrays[f"covariates/{variable.name}"] = np.asarray(variable.covariates, dtype=np.float64)
         else:
             record["plate"] = variable.plate
             arrays[f"data/{variable.name}"] = np.asarray(variable.data, dtype=np.float64)
@@ -256,16 +285,45 @@ def _posterior_metadata(posterior: Posterior, arrays: dict) -> dict:
         globals_[name] = {"family": type(family).__name__, "params": list(params)}
         for param, value in params.items():
             arrays[f"posterior/{name}/{param}"] = value
-    for name, resp in posterior.locals.items():
-        arrays[f"locals/{name}"] = np.asarray(resp, dtype=np.float64)
+    locals_, blocks = [], {}
+    for name, value in posterior.locals.items():
+        if isinstance(value, BlockState):
+            blocks[name] = _block_state_metadata(name, value, arrays)
+        else:
+            arrays[f"locals/{name}"] = np.asarray(value, dtype=np.float64)
+            locals_.append(name)
     arrays["posterior/elbo"] = np.array(posterior.elbo, dtype=np.float64)
     arrays["posterior/elbo_history"] = np.asarray(posterior.elbo_history, dtype=np.float64)
-    return {
+    record = {
         "globals": globals_,
-        "locals": list(posterior.locals),
+        "locals": locals_,
         "n_iter": int(posterior.n_iter),
         "converged": bool(posterior.converged),
     }
+    if blocks:
+        record["blocks"] = blocks
+    return record
+
+
+def _block_state_metadata(name: str, state: BlockState, arrays: dict) -> dict:
+    """Store a block state's arrays under ``blocks/<name>/`` and return the names that list them.
+
+    Arrays keep their dtype, so a loaded block state is the fitted one bit for bit.
+    """
+    record = {"arrays": [], "ragged": [], "offsets": state.offsets is not None}
+    for kind, store in (("arrays", state.arrays), ("ragged", state.ragged)):
+        for key, value in store.items():
+            array = np.asarray(value)
+            if array.dtype.kind not in "biuf" or "/" in key:
+                raise TypeError(
+                    f"cannot save block {name!r}: its array {key!r} must be numeric and named "
+                    f"without '/', got dtype {array.dtype}"
+                )
+            arrays[f"blocks/{name}/{kind}/{key}"] = array
+            record[kind].append(key)
+    if state.offsets is not None:
+        arrays[f"blocks/{name}/offsets"] = np.asarray(state.offsets)
+    return record
 
 
 # Loading
@@ -337,11 +395,11 @@ def _check_header(metadata, path: Path) -> None:
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ValueError(f"cannot load {path}: not an fg_influence file")
     version = metadata.get("format_version")
-    if version != FORMAT_VERSION:
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ValueError(
             f"cannot load {path}: format version {version!r} is not supported; this "
-            f"fg_influence {__version__} reads version {FORMAT_VERSION}. Load it with the "
-            f"library version that wrote it ({metadata.get('library_version')!r})"
+            f"fg_influence {__version__} reads versions {list(READABLE_VERSIONS)}. Load it with "
+            f"the library version that wrote it ({metadata.get('library_version')!r})"
         )
     if metadata.get("kind") not in ("model", "result") or not isinstance(metadata.get("arrays"), dict):
         raise ValueError(f"cannot load {path}: the metadata has no valid 'kind' and 'arrays' entries")
@@ -411,6 +469,14 @@ def _rebuild_graph(record: dict, arrays: dict) -> FactorGraph:
             graph.add_global(name, prior, tuple(variable["plates"]))
         elif role == "local":
             graph.add_local(name, variable["plate"], variable["categories"])
+        elif role == "block":
+            family = variable["family"]
+            family = None if family is None else _lookup(families, family, "family")
+            graph.add_block(name, variable["plate"], family=family, owner=variable["owner"])
+        elif role == "observed" and variable.get("ragged", False):
+            covariates = arrays[f"covariates/{name}"] if variable["covariates"] else None
+            graph.add_ragged_observed(name, arrays[f"data/{name}"], arrays[f"offsets/{name}"],
+                                      variable["plate"], covariates=covariates)
         elif role == "observed":
             graph.add_observed(name, arrays[f"data/{name}"], variable["plate"])
         else:
@@ -459,6 +525,11 @@ def _rebuild_posterior(record: dict, graph: FactorGraph, arrays: dict) -> Poster
         locals_[variable.name] = resp
     if set(record["locals"]) != set(locals_):
         raise ValueError(f"the file lists local variables {record['locals']}, the graph has {sorted(locals_)}")
+    blocks = record.get("blocks", {})
+    if set(blocks) != set(block_names(graph)):
+        raise ValueError(f"the file has block states {sorted(blocks)}, the graph has blocks {block_names(graph)}")
+    for name in block_names(graph):
+        locals_[name] = _rebuild_block_state(name, blocks[name], graph, arrays)
     data = {v.name: v.data for v in graph.variables_of_role("observed")}
     return Posterior(
         graph, globals_, locals_, data,
@@ -469,6 +540,35 @@ def _rebuild_posterior(record: dict, graph: FactorGraph, arrays: dict) -> Poster
     )
 
 
+def _rebuild_block_state(name: str, record: dict, graph: FactorGraph, arrays: dict) -> BlockState:
+    """Rebuild a block state, checking its site axis and the offsets of its ragged arrays."""
+    values = {key: arrays[f"blocks/{name}/arrays/{key}"] for key in record["arrays"]}
+    ragged = {key: arrays[f"blocks/{name}/ragged/{key}"] for key in record["ragged"]}
+    offsets = arrays[f"blocks/{name}/offsets"] if record["offsets"] else None
+    leading = sorted({value.shape[0] if value.ndim else -1 for value in values.values()})
+    if leading != [graph.n_sites]:
+        raise ValueError(
+            f"the arrays of block {name!r} must have one entry per site ({graph.n_sites}) on their "
+            f"first axis, got leading sizes {leading}"
+        )
+    if ragged and offsets is None:
+        raise ValueError(f"block {name!r} has ragged arrays {sorted(ragged)} but no offsets")
+    if offsets is not None:
+        rows = sorted({value.shape[0] if value.ndim else -1 for value in ragged.values()})
+        if len(rows) > 1:
+            raise ValueError(f"the ragged arrays of block {name!r} have different row counts {rows}")
+        try:
+            # Without ragged arrays the offsets only need to be well formed.
+            checked = check_offsets(offsets, rows[0] if rows else offsets[-1], f"block {name}")
+        except (TypeError, IndexError) as error:
+            raise ValueError(f"the offsets of block {name!r} are invalid ({error})") from None
+        if checked.size != graph.n_sites + 1:
+            raise ValueError(
+                f"the offsets of block {name!r} must describe {graph.n_sites} sites, got {checked.size - 1}"
+            )
+    return BlockState(values, ragged, offsets)
+
+
 def _rebuild(metadata: dict, arrays: dict, path: Path):
     from . import models
     from .influence import InfluenceResult
@@ -476,9 +576,11 @@ def _rebuild(metadata: dict, arrays: dict, path: Path):
 
     try:
         graph = _rebuild_graph(metadata["graph"], arrays)
+        if metadata["format_version"] < 2 and _format_version(graph) > 1:
+            raise ValueError("a version 1 file cannot hold local blocks or ragged observed variables")
+        posterior = _rebuild_posterior(metadata["posterior"], graph, arrays)
     except ValueError as error:
         raise ValueError(f"cannot load {path}: {error}") from None
-    posterior = _rebuild_posterior(metadata["posterior"], graph, arrays)
 
     if metadata["kind"] == "result":
         sites = arrays["result/exact_sites"]
@@ -506,6 +608,7 @@ def _rebuild(metadata: dict, arrays: dict, path: Path):
     else:
         model.posterior_ = posterior
     _restore_fitted_attributes(model, record["fitted"], arrays)
+    _restore_private_state(model)
     if getattr(model, "row_labels_", None) is not None:
         _checked_labels(model.row_labels_, graph.n_sites, path)
     return model
@@ -525,6 +628,23 @@ def _restore_fitted_attributes(model, record: dict, arrays: dict) -> None:
             setattr(model, name, value[()] if convert is None else convert(value.item()))
         elif kind == "json":
             setattr(model, name, entry["value"])
+        elif kind == "text_array":
+            dtype = np.dtype(entry["dtype"])
+            if dtype.kind != "U":
+                raise ValueError(f"fitted attribute {name!r} must have a text dtype, got {dtype}")
+            setattr(model, name, np.array(entry["value"], dtype=dtype))
+
+
+def _restore_private_state(model) -> None:
+    """Set the private attributes that a model's fit leaves for its later methods."""
+    from .models import HiddenMarkovModel
+
+    if isinstance(model, HiddenMarkovModel):
+        # time_step_influence rebuilds the graph for its refits from the
+        # priors that fit resolved against the data: those of the fitted graph.
+        variables = model.posterior_.graph.variables
+        model._priors = {f"{name}_prior": variables[name].prior
+                         for name in ("initial", "transition", "emission")}
 
 
 def _checked_labels(labels, n_sites: int, path: Path):
