@@ -11,8 +11,8 @@ import numpy as np
 
 from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
-from ._mixture_report import _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import add_site_options, format_spearman, positive_int
+from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
+from ._options import METHODS, add_site_options, format_spearman, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
@@ -41,6 +41,12 @@ def register(commands) -> None:
     parser.add_argument("--differences", action="store_true",
                         help="model the differences between consecutive values of each sequence "
                              "(such as weight gains) instead of the values")
+    parser.add_argument("--method", choices=METHODS[:2], default="division",
+                        help="how to estimate the posterior without each sequence: 'division' keeps the "
+                             "other sequences' state chains at their fitted posterior; 'linear-response' "
+                             "adds their first-order response, which is much closer to exact refits. "
+                             "Linear response needs --sequence, because the influence of a time step is "
+                             "estimated by division only (default: division)")
     add_site_options(parser, "sites")
     add_plot_option(parser)
     parser.set_defaults(handler=run)
@@ -89,6 +95,12 @@ def run(args, out=None) -> dict:
     check_plot_path(args.plot)
     if args.sequence is not None and args.sequence in (args.target, args.order):
         raise ValueError("--sequence must name a different column from --target and --order")
+    if args.sequence is None and args.method == "linear-response":
+        raise ValueError(
+            "--method linear-response needs --sequence: without it the column is one series and each "
+            "time step is ranked, and removing a time step also cuts the chain, which the linear "
+            "response does not model. Use --method division and confirm with --exact"
+        )
     start = time.perf_counter()
     sequences, labels, steps = read_sequences(args, sys.stderr)
     model = HiddenMarkovModel(args.states, emission=args.emission).fit(sequences)
@@ -112,7 +124,8 @@ def run(args, out=None) -> dict:
     exact_lookup = dict(zip(exact_sites.tolist(), exact_values.tolist()))
 
     order = np.argsort(-kl, kind="stable")[: args.top]
-    print(f"\nThe {len(order)} most influential {what}, by KL(q || q without it):", file=out)
+    title_method = TITLE_METHODS[args.method] if args.sequence is not None else ""
+    print(f"\nThe {len(order)} most influential {what}, by KL(q || q without it){title_method}:", file=out)
     value_header = "length" if args.sequence is not None else "value"
     header = ["site", value_header, "KL"] + (["exact KL"] if exact_lookup else [])
     table = []
@@ -126,9 +139,11 @@ def run(args, out=None) -> dict:
     for cells in [header] + table:
         print("  " + "  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=out)
     if accuracy is not None:
+        median = accuracy.get("median_relative_error")
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} {what}: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
-              f"{accuracy['top_k_overlap']:.0%}", file=out)
+              f"{accuracy['top_k_overlap']:.0%}"
+              f"{'' if median is None else f', median relative error {median:.2%}'}", file=out)
     print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
 
     records = []
@@ -139,6 +154,7 @@ def run(args, out=None) -> dict:
             "exact_kl": _finite_or_none(exact_lookup[i]) if i in exact_lookup else None,
         })
     document = {
+        "method": args.method,
         "model": {
             "type": "HiddenMarkovModel",
             "target": args.target,
@@ -171,7 +187,7 @@ def run(args, out=None) -> dict:
 
 
 def _sequences(model, args):
-    result = model.influence()
+    result = model.influence(method=args.method)
     if args.exact is not None:
         n_sites = result.n_sites
         count = args.exact if args.exact == "all" else min(args.exact, n_sites)

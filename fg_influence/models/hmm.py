@@ -163,10 +163,32 @@ class HiddenMarkovModel:
             raise ValueError("this HiddenMarkovModel is not fitted yet; call fit(sequences) first")
 
     def influence(self, method: str = "division") -> InfluenceResult:
-        """Leave-one-sequence-out influence of every sequence, by dividing its expected counts.
+        """Estimate the leave-one-sequence-out influence of every sequence.
 
-        ``method="linear-response"`` is not available for this model and
-        raises NotImplementedError.
+        Parameters
+        ----------
+        method : {"division", "linear-response"}, default "division"
+            "division" subtracts the sequence's expected counts (first
+            state, transitions, occupancies and emission statistics) from
+            the global posteriors, holding every other sequence's chain
+            fixed. "linear-response" adds the first-order response of the
+            other chains, delta_g = -(I - J)^-1 s (see
+            :mod:`fg_influence.influence.linear_response_hmm`), which tracks
+            exact refits much more closely when the states overlap; it costs
+            a forward-mode pass through forward-backward and one G x G
+            factorisation, G = K + K^2 + K Q.
+
+        Returns
+        -------
+        InfluenceResult
+            With ``kl`` and ``kl_by_variable`` per sequence. Neither method
+            offers parameter shifts or a LOO log predictive density for this model.
+
+        Raises
+        ------
+        SingularResponseError
+            With "linear-response", if the fit is not a stable fixed point of
+            CAVI (for example two states with the same emissions).
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)
@@ -188,7 +210,7 @@ class HiddenMarkovModel:
 
     # A single long series: one site per time step.
 
-    def time_step_influence(self, exact=None) -> TimeStepInfluence:
+    def time_step_influence(self, exact=None, method: str = "division") -> TimeStepInfluence:
         """Influence of each time step of a model fitted to one series.
 
         Time step t's terms are its emission and the transition into it
@@ -203,7 +225,21 @@ class HiddenMarkovModel:
         exact : None, "all", int or sequence of int
             Time steps to refit: "all", the n of largest estimated KL, or
             the listed steps.
+        method : {"division"}, default "division"
+            Only division is offered here. Removing a time step also cuts
+            the chain in two, which moves the neighbouring steps' marginals
+            directly, and the linear response of the globals does not model
+            that cut, so "linear-response" raises NotImplementedError.
         """
+        if method == "linear-response":
+            raise NotImplementedError(
+                "the linear-response correction is not available for the influence of time steps: "
+                "removing a time step also cuts the chain, which the response of the globals does not "
+                "model. Use method='division' and confirm with exact refits, or fit several sequences "
+                "and use influence(method='linear-response') for the influence of each sequence"
+            )
+        if method != "division":
+            raise ValueError(f"method must be 'division' for time steps, got {method!r}")
         self._check_fitted()
         graph = self.posterior_.graph
         if graph.n_sites != 1:
