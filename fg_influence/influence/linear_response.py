@@ -1159,13 +1159,18 @@ class LinearResponseSummaries:
         """Add the response's second-order KL with every direction kept, through distinct products.
 
         The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
-        with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i. Each
-        f^T A_kl f is a fixed combination of the distinct products m_i of the
-        site's base entries (ResponseBlock.monomials), so one matrix product
-        of the m_i with a coefficient column per pair (k, l) gives every
-        site's total. Sites with one active category need only the pair
-        (k, k). A smaller block v gets c_v . z + |U_v z|^2 / 2 in the same
-        terms, y_v . e_v + |e_v|^2 / 2 with e_v = (R y)_v linear in s_i; the
+        with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i.
+
+        * A site with one active category k needs only r_ik^2 f_i^T A_kk f_i,
+          one product with a Q x Q matrix per site, taken category by
+          category.
+        * For an ambiguous site, each f^T A_kl f is a fixed combination of
+          the distinct products m_i of the site's base entries
+          (ResponseBlock.monomials), so one matrix product of the m_i with a
+          coefficient column per pair (k, l) gives the total.
+
+        A smaller block v gets c_v . z + |U_v z|^2 / 2 in the same terms,
+        y_v . e_v + |e_v|^2 / 2 with e_v = (R y)_v linear in s_i, and the
         largest block gets the rest of the total.
         """
         system = self.system
@@ -1173,67 +1178,69 @@ class LinearResponseSummaries:
         k_count, q = system.n_categories, system.block_size
         resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
         n_sites = resp.shape[0]
-        in_group = np.zeros(k_count, dtype=bool)
         group_of = np.full(k_count, -1)
         for g, index in enumerate(system.groups):
-            members = np.unique(index // q)
-            in_group[members] = True
-            group_of[members] = g
+            group_of[np.unique(index // q)] = g
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
-                 if in_group[k] and group_of[k] == group_of[l]]
+                 if group_of[k] >= 0 and group_of[k] == group_of[l]]
         form = system.kl_blocks()
         coefficients = np.stack([table.coefficients(form[k, :, l, :]) * (1.0 if k == l else 2.0)
                                  for k, l in pairs], axis=1)
         left = np.array([k for k, _ in pairs])
         right = np.array([l for _, l in pairs])
-        diagonal = np.full(k_count, -1)
-        for column, (k, l) in enumerate(pairs):
-            if k == l:
-                diagonal[k] = column
 
-        total = np.zeros(n_sites)
-        n_active = np.count_nonzero(resp, axis=1)
-        single = np.flatnonzero(n_active == 1)
-        single = single[in_group[np.argmax(resp[single], axis=1)]]
-        ambiguous = np.flatnonzero(n_active >= 2)
-        step = table.chunk_rows
-        columns = diagonal[in_group]
-        for start in range(0, single.size, step):
-            rows = single[start:start + step]
-            values = table.products(base(rows)) @ coefficients[:, columns]
-            k = np.argmax(resp[rows], axis=1)
-            position = np.searchsorted(np.flatnonzero(in_group), k)
-            total[rows] = values[np.arange(rows.size), position] * resp[rows, k] ** 2
-        for start in range(0, ambiguous.size, step):
-            rows = ambiguous[start:start + step]
-            values = table.products(base(rows)) @ coefficients
-            total[rows] = np.einsum("np,np->n", values, resp[rows][:, left] * resp[rows][:, right])
-
-        # Smaller blocks: y_v . e_v + |e_v|^2 / 2, e_v = (R y)_v = sum_l r_l (R_{v,l} L_l^T) f.
+        # Smaller blocks: e_v = (R y)_v = sum_l r_l maps_v[:, :, l] f, with
+        # maps_v[k, p, l] = R_{(k, p), l} L_l^T, shape (K, Q_v, K, Q).
         response = system.symmetric_response.reshape(k_count, q, k_count, q)
         small = []
         for block in system.blocks:
-            if block.variable == self._largest:
-                continue
-            part = self._slices[block.variable]
-            # maps[k, p, l] = R_{(k, p), l} L_l^T, so e[k, p] = sum_l r_l maps[k, p, l] . f.
-            maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
-            small.append((block.variable, part, maps.reshape(-1, q), system.cholesky[:, part, part]))
+            if block.variable != self._largest:
+                part = self._slices[block.variable]
+                maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
+                small.append((block.variable, part, maps, system.cholesky[:, part, part]))
         bounds = self._bound_rows()
-        rest = total
-        for start in range(0, n_sites, self.chunk_sites):
-            rows = np.arange(start, min(n_sites, start + self.chunk_sites))
+        total = np.zeros(n_sites)
+        added = {name: np.zeros(n_sites) for name, _, _, _ in small}
+
+        def add_small(rows, f, r, e_by_name):
+            for name, part, _, chol_v in small:
+                e = e_by_name[name]
+                y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
+                added[name][rows] = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
+
+        n_active = np.count_nonzero(resp, axis=1)
+        dominant = np.argmax(resp, axis=1)
+        for k in np.flatnonzero(group_of >= 0):
+            members = np.flatnonzero((n_active == 1) & (dominant == k))
+            for start in range(0, members.size, self.chunk_sites):
+                rows = members[start:start + self.chunk_sites]
+                f = system.features(rows)
+                r = np.zeros((rows.size, k_count))
+                r[:, k] = resp[rows, k]
+                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", f @ form[k, :, k, :], f)
+                e_by_name = {name: r[:, k, None, None] * np.einsum("kpa,na->nkp", maps[:, :, k, :], f)
+                             for name, _, maps, _ in small}
+                add_small(rows, f, r, e_by_name)
+                self._check_bounds_from_moments(rows, f, r, bounds)
+        ambiguous = np.flatnonzero((n_active >= 2) & np.any(resp[:, group_of >= 0] > 0.0, axis=1))
+        step = min(table.chunk_rows, self.chunk_sites)
+        for start in range(0, ambiguous.size, step):
+            rows = ambiguous[start:start + step]
             f = system.features(rows)
             r = resp[rows]
-            for name, part, maps, chol_v in small:
+            values = table.products(base(rows)) @ coefficients
+            total[rows] = np.einsum("np,np->n", values, r[:, left] * r[:, right])
+            e_by_name = {}
+            for name, part, maps, _ in small:
                 width = part.stop - part.start
-                e = np.einsum("nkpl,nl->nkp", (f @ maps.T).reshape(rows.size, k_count, width, k_count), r)
-                y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
-                added = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
-                self.kl_by_variable[name][rows] += added
-                rest[rows] -= added
+                products = (f @ maps.reshape(-1, q).T).reshape(rows.size, k_count, width, k_count)
+                e_by_name[name] = np.einsum("nkpl,nl->nkp", products, r)
+            add_small(rows, f, r, e_by_name)
             self._check_bounds_from_moments(rows, f, r, bounds)
-        self.kl_by_variable[self._largest] += rest
+        for name, values in added.items():
+            self.kl_by_variable[name] += values
+            total -= values
+        self.kl_by_variable[self._largest] += total
 
     def _bound_rows(self) -> list:
         """Collect, for each block with lower bounds, its positions in g, the bounds, M's rows there and their norms."""
