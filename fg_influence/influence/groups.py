@@ -81,7 +81,8 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
         is out of range, or a group repeats a site.
     NotImplementedError
         With ``method="linear-response"``, for graphs whose all-site
-        linear-response route raises it (the hidden Markov model and LDA).
+        linear-response route raises it, and for groups of more than one
+        site where that route offers per-site values only.
     SingularResponseError
         With ``method="linear-response"``, if I - J is singular.
     """
