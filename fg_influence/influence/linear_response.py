@@ -1246,16 +1246,20 @@ class LinearResponseSummaries:
         """Collect, for each block with lower bounds, its positions in g, the bounds, M's rows there and their norms."""
         system = self.system
         k_count, q = system.n_categories, system.block_size
-        # Rows of M = L^-T R L^T by category, shape (K, Q, G).
-        right = system.symmetric_response.reshape(k_count, q, k_count * q) @ linalg.block_diag(*system.cholesky).T
-        response_rows = np.linalg.solve(np.swapaxes(system.cholesky, 1, 2), right)
+        response = system.symmetric_response.reshape(k_count, q, k_count, q)
         out = []
         for block in system.blocks:
             positions = sorted(block.lower_bounds)
             if not positions:
                 continue
             columns = self._slices[block.variable].start + np.asarray(positions, dtype=int)
-            rows_m = response_rows[:, columns, :]
+            # Row (k, p) of M = L^-T R L^T is (L_k^-1 e_p)^T R_k L^T, shape (K, len, G).
+            unit = np.zeros((q, columns.size))
+            unit[columns, np.arange(columns.size)] = 1.0
+            left = np.stack([linalg.solve_triangular(system.cholesky[k], unit, lower=True)
+                             for k in range(k_count)])
+            rows_m = np.einsum("kpa,kalb->kplb", np.swapaxes(left, 1, 2), response)
+            rows_m = np.einsum("kplb,lcb->kplc", rows_m, system.cholesky).reshape(k_count, columns.size, -1)
             out.append((block.coordinates[:, positions], columns,
                         np.array([block.lower_bounds[p] for p in positions]), rows_m,
                         np.linalg.norm(rows_m, axis=2)))
