@@ -15,7 +15,9 @@ is the closer estimate.
 * sleepstudy: ``HierarchicalNormal`` with a slope on days, groups of 1 and
   of 3 of the 18 subjects;
 * radon: ``HierarchicalNormal`` by county, groups of 5 and of 15 of the 85
-  counties.
+  counties;
+* epil: ``HiddenMarkovModel(2)`` with Poisson emissions, one sequence of
+  seizure counts per patient, groups of 3 and of 10 of the 59 patients.
 
 The first group size of iris, sleepstudy (3 subjects) and radon (5
 counties) is the one ``tests/test_groups.py`` asserts on.
@@ -37,10 +39,10 @@ import time
 
 import numpy as np
 
-from fg_influence.datasets import load_galaxies, load_iris, load_radon, load_sleepstudy
+from fg_influence.datasets import load_epil, load_galaxies, load_iris, load_radon, load_sleepstudy
 from fg_influence.influence import leave_group_out_kl, posterior_kl
-from fg_influence.influence import linear_response, linear_response_blocks
-from fg_influence.models import GaussianMixture, HierarchicalNormal
+from fg_influence.influence import linear_response, linear_response_blocks, linear_response_hmm
+from fg_influence.models import GaussianMixture, HiddenMarkovModel, HierarchicalNormal
 
 N_GROUPS = 10
 
@@ -67,13 +69,30 @@ def fit_radon():
     return HierarchicalNormal().fit(data[:, 0], data[:, 3].astype(int)).posterior_
 
 
-#: Description, fit and group sizes (in sites: rows, subjects or counties).
+def fit_epil():
+    data = load_epil().data
+    counts, patient, period = data[:, 0], data[:, 1].astype(int), data[:, 2]
+    sequences = [counts[patient == p][np.argsort(period[patient == p])] for p in np.unique(patient)]
+    return HiddenMarkovModel(2).fit(sequences).posterior_
+
+
+#: Description, fit and group sizes (in sites: rows, subjects, counties or patients).
 CASES = [
     ("iris, K = 3", fit_iris, (5, 20)),
     ("galaxies, K = 4", fit_galaxies, (5, 20)),
     ("sleepstudy", fit_sleepstudy, (1, 3)),
     ("radon", fit_radon, (5, 15)),
+    ("epil, HMM K = 2", fit_epil, (3, 10)),
 ]
+
+
+def build_system(posterior):
+    """Return the response system the group step of ``leave_group_out_kl`` uses for this fit."""
+    if linear_response_hmm.is_hidden_markov(posterior):
+        return linear_response_hmm.build_hidden_markov_response_system(posterior)
+    if list(posterior.graph.variables_of_role("local")):
+        return linear_response.build_response_system(posterior)
+    return linear_response_blocks.build_hierarchical_response_system(posterior)
 
 
 def own_term_kl(posterior, system, group) -> float:
@@ -102,9 +121,7 @@ def main() -> None:
     for description, fit, sizes in CASES:
         posterior = fit()
         if own_term:
-            is_mixture = bool(list(posterior.graph.variables_of_role("local")))
-            system = (linear_response.build_response_system(posterior) if is_mixture
-                      else linear_response_blocks.build_hierarchical_response_system(posterior))
+            system = build_system(posterior)
         for size in sizes:
             rng = np.random.default_rng(0)
             groups = [rng.choice(posterior.n_sites, size, replace=False) for _ in range(N_GROUPS)]

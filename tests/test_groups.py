@@ -196,6 +196,18 @@ def test_radon_groups_closer_than_division(radon_model):
     assert response <= 0.06
 
 
+def test_hmm_groups_closer_than_division(hmm_posterior):
+    rng = np.random.default_rng(0)
+    groups = [rng.choice(hmm_posterior.n_sites, 3, replace=False) for _ in range(10)]
+    exact = leave_group_out_kl(hmm_posterior, groups, method="exact")
+    division = median_relative_error(leave_group_out_kl(hmm_posterior, groups), exact)
+    response = median_relative_error(leave_group_out_kl(hmm_posterior, groups, method="linear-response"), exact)
+    # Measured over 10 groups of 3 of the 59 epil patients: linear response
+    # 0.26, division 0.55.
+    assert response < 0.7 * division
+    assert response <= 0.4
+
+
 # The mixture's group step against a dense solve.
 
 
