@@ -42,7 +42,7 @@ import numpy as np
 from . import __version__
 from .families import ExponentialFamily
 from .graph import FactorGraph
-from .graph.blocks import BlockState, LocalBlock, RaggedObservedVariable, block_names, check_offsets
+from .graph.blocks import BlockState, LocalBlock, RaggedObservedVariable, block_names
 from .graph.factors import Factor
 from .graph.nodes import GlobalVariable, LocalVariable
 from .inference.posterior import Posterior
@@ -77,8 +77,8 @@ def save(obj, path) -> None:
     ------
     TypeError
         If ``obj`` is neither, or its graph uses a family or factor whose
-        constructor arguments cannot be read back, or a block state holds
-        a non-numeric array.
+        constructor arguments cannot be read back, or a block state
+        contains a non-numeric array.
     ValueError
         If the model is not fitted or the file cannot be written.
 
@@ -554,19 +554,27 @@ def _rebuild_block_state(name: str, record: dict, graph: FactorGraph, arrays: di
     if ragged and offsets is None:
         raise ValueError(f"block {name!r} has ragged arrays {sorted(ragged)} but no offsets")
     if offsets is not None:
-        rows = sorted({value.shape[0] if value.ndim else -1 for value in ragged.values()})
-        if len(rows) > 1:
-            raise ValueError(f"the ragged arrays of block {name!r} have different row counts {rows}")
-        try:
-            # Without ragged arrays the offsets only need to be well formed.
-            checked = check_offsets(offsets, rows[0] if rows else offsets[-1], f"block {name}")
-        except (TypeError, IndexError) as error:
-            raise ValueError(f"the offsets of block {name!r} are invalid ({error})") from None
-        if checked.size != graph.n_sites + 1:
-            raise ValueError(
-                f"the offsets of block {name!r} must describe {graph.n_sites} sites, got {checked.size - 1}"
-            )
+        _check_block_offsets(name, offsets, ragged, graph.n_sites)
     return BlockState(values, ragged, offsets)
+
+
+def _check_block_offsets(name: str, offsets: np.ndarray, ragged: dict, n_sites: int) -> None:
+    """Check that ``offsets`` split the rows of a block's ragged arrays into ``n_sites`` non-empty sites."""
+    if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or offsets.size != n_sites + 1:
+        raise ValueError(
+            f"the offsets of block {name!r} must be {n_sites + 1} integers, got shape "
+            f"{offsets.shape} and dtype {offsets.dtype}"
+        )
+    rows = sorted({value.shape[0] if value.ndim else -1 for value in ragged.values()})
+    if len(rows) > 1:
+        raise ValueError(f"the ragged arrays of block {name!r} have different row counts {rows}")
+    # Without ragged arrays any strictly increasing offsets from 0 will do.
+    last = rows[0] if rows else offsets[-1]
+    if offsets[0] != 0 or offsets[-1] != last or np.any(np.diff(offsets) <= 0):
+        raise ValueError(
+            f"the offsets of block {name!r} must increase strictly from 0 to the number of "
+            f"ragged rows ({last}), got {offsets[:5].tolist()}...{offsets[-2:].tolist()}"
+        )
 
 
 def _rebuild(metadata: dict, arrays: dict, path: Path):

@@ -2,7 +2,7 @@
 
 Each model is fitted once per module to small data; every round trip must
 reproduce the influence numbers bit for bit, because the loaded posterior
-holds the same arrays.
+contains the same arrays.
 """
 
 from __future__ import annotations
@@ -318,7 +318,17 @@ def test_block_offsets_out_of_order(saved):
     offsets = _members(path)["blocks/document_topics/offsets"].copy()
     offsets[[1, 2]] = offsets[[2, 1]]
     _replace_array(path, "blocks/document_topics/offsets", offsets)
-    with pytest.raises(ValueError, match="offsets of 'block document_topics' must increase strictly"):
+    with pytest.raises(ValueError, match=r"offsets of block 'document_topics' must increase strictly from 0 to "
+                                         r"the number of ragged rows \(\d+\)"):
+        load(path)
+
+
+def test_block_offsets_of_float_dtype(saved):
+    path = saved("lda")
+    offsets = _members(path)["blocks/document_topics/offsets"].astype(np.float64)
+    _replace_array(path, "blocks/document_topics/offsets", offsets)
+    with pytest.raises(ValueError, match=r"offsets of block 'document_topics' must be 11 integers, got shape "
+                                         r"\(11,\) and dtype float64"):
         load(path)
 
 
