@@ -12,7 +12,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, format_spearman, positive_int
+from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
@@ -49,6 +49,7 @@ def register(commands) -> None:
                              "estimated by division only (default: division)")
     add_site_options(parser, "sites")
     add_plot_option(parser)
+    add_tol_option(parser, default_tol(HiddenMarkovModel))
     parser.set_defaults(handler=run)
 
 
@@ -103,7 +104,7 @@ def run(args, out=None) -> dict:
         )
     start = time.perf_counter()
     sequences, labels, steps = read_sequences(args, sys.stderr)
-    model = HiddenMarkovModel(args.states, emission=args.emission).fit(sequences)
+    model = HiddenMarkovModel(args.states, emission=args.emission, tol=args.tol).fit(sequences)
     print(f"{args.file}: {args.states}-state hidden Markov model of "
           f"{'differences of ' if args.differences else ''}{args.target} with {args.emission} emissions "
           f"({len(sequences)} sequence(s), {sum(s.size for s in sequences)} values)", file=out)
@@ -166,6 +167,7 @@ def run(args, out=None) -> dict:
             "transition": model.transition_.tolist(),
             "initial": model.initial_.tolist(),
             "elbo": model.lower_bound_,
+            "tol": model.tol,
             "n_iter": model.n_iter_,
             "converged": model.converged_,
         },
