@@ -16,9 +16,10 @@ Normal-Wishart (Q = 4). Each coordinate is paired with an expected
 statistic of q, mu(g), the gradient of the globals' log-partition:
 E[ln pi_k], E[ln A_ij], (E[ln lambda_k], E[lambda_k]) for Poisson and
 (E[lambda mu], -E[lambda mu^2] / 2, -E[lambda] / 2, E[ln lambda] / 2) for
-Gaussian emissions. The last entries, -E[lambda] and
--E[lambda mu^2] / 2 + E[ln lambda] / 2, are the expected negative
-log-partition of the emission paired with the state occupancy.
+Gaussian emissions. The entries paired with the state occupancy,
+-E[lambda] for Poisson and -E[lambda mu^2] / 2 and E[ln lambda] / 2 for
+Gaussian emissions, make up the emission's expected negative
+log-partition (up to a constant).
 
 Fixed point. Sequence s's chain is q(z_s) = exp(<t_s(z), theta> - log Z_s(theta)),
 where t_s(z) are its counts in g's layout (the first state, the
