@@ -1181,11 +1181,17 @@ class LinearResponseSummaries:
         group_of = np.full(k_count, -1)
         for g, index in enumerate(system.groups):
             group_of[np.unique(index // q)] = g
+        n_active = np.count_nonzero(resp, axis=1)
+        ambiguous = np.flatnonzero((n_active >= 2) & np.any(resp[:, group_of >= 0] > 0.0, axis=1))
+        # Pairs of categories active together at some ambiguous site; the others add nothing there.
+        active = (resp[ambiguous] > 0.0).astype(float)
+        together = active.T @ active > 0.0
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
-                 if group_of[k] >= 0 and group_of[k] == group_of[l]]
+                 if group_of[k] >= 0 and group_of[k] == group_of[l] and together[k, l]]
         form = system.kl_blocks()
-        coefficients = np.stack([table.coefficients(form[k, :, l, :]) * (1.0 if k == l else 2.0)
-                                 for k, l in pairs], axis=1)
+        coefficients = np.zeros((table.n_moments, len(pairs)))
+        for column, (k, l) in enumerate(pairs):
+            coefficients[:, column] = table.coefficients(form[k, :, l, :]) * (1.0 if k == l else 2.0)
         left = np.array([k for k, _ in pairs])
         right = np.array([l for _, l in pairs])
 
@@ -1208,7 +1214,6 @@ class LinearResponseSummaries:
                 y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
                 added[name][rows] = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
 
-        n_active = np.count_nonzero(resp, axis=1)
         dominant = np.argmax(resp, axis=1)
         for k in np.flatnonzero(group_of >= 0):
             members = np.flatnonzero((n_active == 1) & (dominant == k))
@@ -1218,11 +1223,12 @@ class LinearResponseSummaries:
                 r = np.zeros((rows.size, k_count))
                 r[:, k] = resp[rows, k]
                 total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", f @ form[k, :, k, :], f)
-                e_by_name = {name: r[:, k, None, None] * np.einsum("kpa,na->nkp", maps[:, :, k, :], f)
-                             for name, _, maps, _ in small}
+                e_by_name = {}
+                for name, part, maps, _ in small:
+                    own = maps[:, :, k, :].reshape(-1, q)
+                    e_by_name[name] = (r[:, k, None] * (f @ own.T)).reshape(rows.size, k_count, -1)
                 add_small(rows, f, r, e_by_name)
                 self._check_bounds_from_moments(rows, f, r, bounds)
-        ambiguous = np.flatnonzero((n_active >= 2) & np.any(resp[:, group_of >= 0] > 0.0, axis=1))
         step = min(table.chunk_rows, self.chunk_sites)
         for start in range(0, ambiguous.size, step):
             rows = ambiguous[start:start + step]
