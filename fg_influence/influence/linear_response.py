@@ -51,6 +51,7 @@ from functools import cached_property
 
 import numpy as np
 from scipy import linalg
+from scipy.linalg import blas, lapack
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
 from scipy.special import gammaln, polygamma, psi
@@ -591,35 +592,52 @@ class ResponseSystem:
         """(I - B)^-1 B on the groups, 0 elsewhere, shape (G, G).
 
         In the coordinates y = L^T s this maps a site's message to its
-        response term, L^T M s = (I - B)^-1 B y. Each group is solved by one
-        Cholesky factorisation of I - B.
+        response term, L^T M s = (I - B)^-1 B y. Each group's R is
+        (I - B)^-1 - I, the inverse taken from one Cholesky factor of I - B.
         """
+        return self._response_and_kl_form[0]
+
+    @property
+    def kl_form(self) -> np.ndarray:
+        """R + R^2 / 2 with R the symmetric response, shape (G, G).
+
+        The all-site pass adds y^T (R + R^2 / 2) y to division's KL, with
+        y = L^T s the site's message in the coordinates of B.
+        """
+        return self._response_and_kl_form[1]
+
+    @cached_property
+    def _response_and_kl_form(self) -> tuple[np.ndarray, np.ndarray]:
         size = self.symmetric.shape[0]
-        out = np.zeros((size, size))
+        response, form = np.zeros((size, size)), np.zeros((size, size))
         for index in self.groups:
-            sub = self.symmetric[np.ix_(index, index)]
-            try:
-                factor = linalg.cho_factor(np.eye(index.size) - sub, lower=True)
-            except linalg.LinAlgError as error:
+            sub = np.eye(index.size) - self.symmetric[np.ix_(index, index)]
+            factor, info = lapack.dpotrf(sub, lower=1)
+            if info == 0:
+                inverse, info = lapack.dpotri(factor, lower=1)
+            if info != 0:
                 raise SingularResponseError(
                     f"I - J is not positive definite (largest eigenvalue of J "
                     f"{self.largest_eigenvalue:.6g}), so the linear-response correction is undefined. "
                     f"{MIXTURE_ADVICE['singular']}"
-                ) from error
-            solved = linalg.cho_solve(factor, sub)
-            out[np.ix_(index, index)] = 0.5 * (solved + solved.T)
-        return out
+                )
+            lower = np.tril(inverse)
+            part = lower + np.tril(lower, -1).T - np.eye(index.size)
+            # R is symmetric, so R^2 = R R^T, one symmetric rank-k update.
+            upper = blas.dsyrk(1.0, part)
+            square = np.triu(upper) + np.triu(upper, 1).T
+            response[np.ix_(index, index)] = part
+            form[np.ix_(index, index)] = part + 0.5 * square
+        return response, form
 
     def kl_blocks(self) -> np.ndarray:
         """Return the response's second-order KL as a form in the message s, shape (K, Q, K, Q).
 
-        With R = (I - B)^-1 B, the all-site pass adds y^T (R + R^2 / 2) y to
-        division's KL (y = L^T s), that is s^T L (R + R^2 / 2) L^T s; block
-        (k, l) of the returned array is L_k (R + R^2 / 2)_kl L_l^T.
+        Block (k, l) is L_k (R + R^2 / 2)_kl L_l^T (see kl_form), so the
+        added KL is s^T L (R + R^2 / 2) L^T s.
         """
         k_count, q = self.n_categories, self.block_size
-        response = self.symmetric_response
-        form = (response + 0.5 * response @ response).reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
+        form = self.kl_form.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
         chol_t = np.swapaxes(self.cholesky, 1, 2)
         blocks = np.matmul(self.cholesky[:, None], np.matmul(form, chol_t[None]))
         return blocks.transpose(0, 2, 1, 3)
@@ -904,6 +922,11 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
     condition = check_conditioning(largest, smallest, warn)
     return ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
+
+
+def _pairs_are_cheaper(n_entries: int, q: int, n_sites: int, n_pairs: int, n_moments: int) -> bool:
+    """Whether n_entries (site, pair) products of Q x Q cost less than n_sites rows of distinct products."""
+    return n_entries * q * q < n_sites * (n_pairs + 1) * n_moments
 
 
 #: Groups up to this size get their extreme eigenvalues from a dense solver, larger ones from Lanczos.
@@ -1217,25 +1240,49 @@ class LinearResponseSummaries:
         dominant = np.argmax(resp, axis=1)
         for k in np.flatnonzero(group_of >= 0):
             members = np.flatnonzero((n_active == 1) & (dominant == k))
+            if members.size == 0:
+                continue
+            # y^T F y over the block (k, k) of F = R + R^2 / 2, from F's
+            # eigenvalues above RANK_TOL: leaving out the others changes it by
+            # at most RANK_TOL |y|^2, about 2 RANK_TOL times division's KL.
+            block = slice(k * q, (k + 1) * q)
+            values, vectors = np.linalg.eigh(system.kl_form[block, block])
+            keep = values > RANK_TOL
+            factor = system.cholesky[k] @ (vectors[:, keep] * np.sqrt(values[keep]))
             for start in range(0, members.size, self.chunk_sites):
                 rows = members[start:start + self.chunk_sites]
                 f = system.features(rows)
                 r = np.zeros((rows.size, k_count))
                 r[:, k] = resp[rows, k]
-                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", f @ form[k, :, k, :], f)
+                projected = f @ factor
+                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", projected, projected)
                 e_by_name = {}
                 for name, part, maps, _ in small:
                     own = maps[:, :, k, :].reshape(-1, q)
                     e_by_name[name] = (r[:, k, None] * (f @ own.T)).reshape(rows.size, k_count, -1)
                 add_small(rows, f, r, e_by_name)
                 self._check_bounds_from_moments(rows, f, r, bounds)
+        # Ambiguous sites: by distinct products, or pair by pair with one
+        # Q x Q product per (site, pair) where that is cheaper.
+        pair_active = (resp[ambiguous][:, left] > 0.0) & (resp[ambiguous][:, right] > 0.0)
+        by_pairs = _pairs_are_cheaper(np.count_nonzero(pair_active), q, ambiguous.size, len(pairs),
+                                      table.n_moments)
         step = min(table.chunk_rows, self.chunk_sites)
         for start in range(0, ambiguous.size, step):
             rows = ambiguous[start:start + step]
             f = system.features(rows)
             r = resp[rows]
-            values = table.products(base(rows)) @ coefficients
-            total[rows] = np.einsum("np,np->n", values, r[:, left] * r[:, right])
+            if by_pairs:
+                active_here = pair_active[start:start + step]
+                for column, (k, l) in enumerate(pairs):
+                    hits = np.flatnonzero(active_here[:, column])
+                    if hits.size:
+                        weight = r[hits, k] * r[hits, l] * (1.0 if k == l else 2.0)
+                        quadratic = np.einsum("na,na->n", f[hits] @ form[k, :, l, :], f[hits])
+                        total[rows[hits]] += weight * quadratic
+            else:
+                values = table.products(base(rows)) @ coefficients
+                total[rows] = np.einsum("np,np->n", values, r[:, left] * r[:, right])
             e_by_name = {}
             for name, part, maps, _ in small:
                 width = part.stop - part.start
@@ -1280,7 +1327,7 @@ class LinearResponseSummaries:
         by site only when that reach comes near a bound, and then only the
         sites near one.
         """
-        s_norm = np.linalg.norm(r, axis=1) * np.linalg.norm(f, axis=1)
+        s_norm = np.sqrt(np.einsum("nk,nk->n", r, r) * np.einsum("na,na->n", f, f))
         for coordinates, columns, lower, rows_m, reach in bounds:
             lowest = coordinates - np.abs(f[:, columns]).max(axis=0)[None] - reach * s_norm.max()
             if np.all(lowest > lower):
