@@ -438,12 +438,24 @@ def test_model_without_latents_gives_division_numbers():
 
 
 def test_unsupported_block_model_raises():
-    from fg_influence.models import LatentDirichletAllocation
+    import scipy.sparse
 
-    counts = np.random.default_rng(0).poisson(2.0, size=(20, 6))
-    model = LatentDirichletAllocation(2, random_state=0).fit(counts)
+    from fg_influence.graph.lda_factors import LDAFactor
+    from fg_influence.inference import fit_cavi
+    from fg_influence.influence import InfluenceResult
+    from fg_influence.models.lda import build_lda_graph
+
+    # LDA with a second field per document (two LDA factors sharing the
+    # topics) has no linear-response route.
+    counts = scipy.sparse.csr_matrix(np.random.default_rng(0).poisson(2.0, size=(20, 6)).astype(float))
+    graph = build_lda_graph(counts.indices, counts.data, counts.indptr, 6, 2, alpha=0.5, eta=0.1)
+    graph.add_block("title_topics", plate="documents", owner="title_words")
+    graph.add_ragged_observed("titles", np.column_stack([counts.indices, counts.data]), counts.indptr,
+                              plate="documents")
+    graph.add_factor(LDAFactor("title_words", "titles", "title_topics", "topics", 0.5))
+    posterior = fit_cavi(graph, max_iter=2000, warn=False)
     with pytest.raises(NotImplementedError, match="latent Dirichlet allocation.*method='division'"):
-        model.influence(method="linear-response")
+        InfluenceResult(posterior, method="linear-response")
 
 
 def test_method_type_checked(iris_fit):

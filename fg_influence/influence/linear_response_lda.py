@@ -96,6 +96,7 @@ __all__ = [
     "is_lda",
     "lda_factor",
     "newton_corrected_coordinates",
+    "topic_kl",
 ]
 
 #: Number of coordinates K V up to which B is formed and eigen-decomposed
@@ -168,8 +169,8 @@ def lda_factor(posterior: Posterior) -> LDAFactor:
                      and len(graph.factors_of(factor.topics)) == 1)
     if not supported:
         raise NotImplementedError(
-            f"the linear-response correction for LDA supports graphs with one LDAFactor and nothing else "
-            f"(no other block, local variable or global); this graph has factors "
+            f"the linear-response correction for latent Dirichlet allocation supports graphs with one "
+            f"LDAFactor and nothing else (no other block, local variable or global); this graph has factors "
             f"{sorted(type(f).__name__ for f in graph.factors.values())} and blocks {block_names(graph)}. "
             f"Use method='division'"
         )
@@ -370,10 +371,15 @@ class LDAResponseSystem:
 
     # Public products, x of shape (..., K, V).
 
-    def _apply_words(self, function, x) -> np.ndarray:
+    def _check_vectors(self, x) -> np.ndarray:
         x = np.asarray(x, dtype=float)
-        if x.shape[-2:] != self.concentration.shape:
-            raise ValueError(f"x must have shape (..., {self.n_topics}, {self.n_words}), got {x.shape}")
+        if x.ndim < 2 or x.shape[-2:] != self.concentration.shape:
+            raise ValueError(f"x must have shape (..., {self.n_topics}, {self.n_words}) (topics, words), "
+                             f"got {x.shape}")
+        return x
+
+    def _apply_words(self, function, x) -> np.ndarray:
+        x = self._check_vectors(x)
         lead = x.shape[:-2]
         columns = x.reshape(-1, self.n_topics, self.n_words)
         result = function(np.ascontiguousarray(columns.transpose(2, 1, 0)))
@@ -385,7 +391,7 @@ class LDAResponseSystem:
 
     def hessian_product(self, x) -> np.ndarray:
         """H x = t x - s (sum_w x_kw) per topic, shape (..., K, V)."""
-        x = np.asarray(x, dtype=float)
+        x = self._check_vectors(x)
         return self.trigamma * x - self.total_trigamma[:, None] * x.sum(axis=-1, keepdims=True)
 
     def jacobian_product(self, x) -> np.ndarray:
@@ -398,19 +404,19 @@ class LDAResponseSystem:
 
     def cholesky_product(self, x) -> np.ndarray:
         """L x = t^1/2 x - c (v . x) per topic, shape (..., K, V)."""
-        x = np.asarray(x, dtype=float)
+        x = self._check_vectors(x)
         return (np.sqrt(self.trigamma) * x
                 - self.factor_coefficient[:, None] * np.sum(self.scale * x, axis=-1, keepdims=True))
 
     def cholesky_transpose_product(self, x) -> np.ndarray:
         """L^T x = t^1/2 x - c v (sum_w x_kw) per topic, shape (..., K, V)."""
-        x = np.asarray(x, dtype=float)
+        x = self._check_vectors(x)
         return (np.sqrt(self.trigamma) * x
                 - self.factor_coefficient[:, None] * self.scale * x.sum(axis=-1, keepdims=True))
 
     def cholesky_transpose_solve(self, x) -> np.ndarray:
         """L^-T x = v (x + c' v (v . x)) per topic, shape (..., K, V)."""
-        x = np.asarray(x, dtype=float)
+        x = self._check_vectors(x)
         return self.scale * (x + self.inverse_coefficient[:, None] * self.scale
                              * np.sum(self.scale * x, axis=-1, keepdims=True))
 
@@ -752,3 +758,18 @@ class LDALinearResponseSummaries:
 def all_document_summaries(posterior: Posterior, *, warn: bool = True) -> LDALinearResponseSummaries:
     """Linear-response KL of every document of a fitted LDA model, in total and per topic."""
     return LDALinearResponseSummaries(posterior, warn=warn)
+
+
+def topic_kl(result) -> np.ndarray:
+    """KL(q(beta_k) || q(beta_k) without document d) of an LDA ``InfluenceResult``, shape (D, K).
+
+    The values follow the result's method: division's closed form, or the
+    linear-response correction's per-topic share. Improper documents give inf.
+    """
+    if result.method == "linear-response":
+        values = result._response.kl_by_topic.copy()
+    else:
+        improper = result.improper.copy()
+        values = lda_factor(result.posterior).loo_kl_by_topic(result.posterior, improper)
+    values[result.improper] = np.inf
+    return values

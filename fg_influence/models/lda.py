@@ -92,19 +92,29 @@ class LatentDirichletAllocation:
     def influence(self, method: str = "division") -> InfluenceResult:
         """Leave-one-document-out influence of every document on the topics.
 
-        ``method="linear-response"`` is not available for this model and
-        raises NotImplementedError.
+        ``method="division"`` subtracts the document's expected word counts
+        with every other document's block held at its fitted value.
+        ``method="linear-response"`` adds, to first order, how the other
+        documents' word topics respond (see
+        :mod:`fg_influence.influence.linear_response_lda`). It is closer to
+        exact refits but costs far more: about 500 CAVI iterations for the
+        2,695 docstrings of ``fg-influence lda`` with K = 10. It needs a fit
+        settled to a small ``tol`` (1e-10, say) and raises
+        SingularResponseError when the fit is not a stable CAVI fixed point,
+        which the default ``tol`` of 1e-7 does not ensure.
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)
 
-    def influence_by_topic(self) -> np.ndarray:
-        """KL(q(beta_k) || q(beta_k) without document d), shape (D, K); improper divisions give inf."""
+    def influence_by_topic(self, method: str = "division") -> np.ndarray:
+        """KL(q(beta_k) || q(beta_k) without document d), shape (D, K); improper divisions give inf.
+
+        ``method`` is "division" or "linear-response", as for :meth:`influence`.
+        """
         self._check_fitted()
-        improper = np.zeros(self.posterior_.n_sites, dtype=bool)
-        values = self.posterior_.graph.factors["words"].loo_kl_by_topic(self.posterior_, improper)
-        values[improper] = np.inf
-        return values
+        from ..influence.linear_response_lda import topic_kl
+
+        return topic_kl(InfluenceResult(self.posterior_, method=method))
 
     def top_words(self, n: int = 8) -> np.ndarray:
         """Indices of the n most probable words of each topic, shape (K, n)."""
