@@ -44,6 +44,7 @@ error that names the class and this registry.
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -837,6 +838,8 @@ class _MomentTable:
                 self.parents[s] = index[key[:-1]]
                 self.lasts[s] = key[-1]
         self.n_moments = len(keys)
+        for array in (self.lookup, self.slots, self.parents, self.lasts):
+            array.flags.writeable = False
 
     @property
     def chunk_rows(self) -> int:
@@ -852,6 +855,12 @@ class _MomentTable:
         """Return c with f^T matrix f = c . products for every f, from a (size, size) matrix; shape (n_moments,)."""
         return np.bincount(self.lookup.ravel(), weights=np.asarray(matrix, dtype=float).ravel(),
                            minlength=self.n_moments)
+
+
+@functools.lru_cache(maxsize=16)
+def _moment_table(monomials: tuple) -> _MomentTable:
+    """Build the _MomentTable of a tuple of monomials once per process (its arrays are read-only)."""
+    return _MomentTable(monomials)
 
 
 def _assemble_from_moments(ambiguous, weights, pairs, base, table: _MomentTable, k_count: int) -> np.ndarray:
@@ -911,7 +920,7 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
             monomials.extend(tuple(offset + i for i in m) for m in b.monomials)
             offset += width
         moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1),
-                   _MomentTable(tuple(monomials)))
+                   _moment_table(tuple(monomials)))
     v = assemble_missing_information(
         resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1), moments)
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
