@@ -127,9 +127,9 @@ ACTIVE_PHI_TOL = 1e-10
 RESPONSE_INNER_TOL = 1e-12
 RESPONSE_MAX_INNER = 20000
 
-#: Floats per work array of the all-document pass; documents are processed
-#: in chunks of about CHUNK_FLOATS / (K V) (between 8 and 256).
-CHUNK_FLOATS = 2**22
+#: Floats per work array of the all-document pass (16 MB); documents are
+#: processed in chunks of about CHUNK_FLOATS / (K V), between 8 and 256.
+CHUNK_FLOATS = 2**21
 
 #: Advice in the errors and warnings about I - J, for LDA.
 ADVICE = {
@@ -325,7 +325,7 @@ class LDAResponseSystem:
 
     def _extreme_eigenvalues(self) -> tuple[float, float]:
         if self.dense:
-            values = np.linalg.eigvalsh(self.symmetric)
+            values = self._dense_spectrum[0]
             return float(values[-1]), float(values[0])
         size = self.size
         operator = sparse_linalg.LinearOperator(
@@ -356,18 +356,25 @@ class LDAResponseSystem:
     @cached_property
     def _word_major(self) -> dict[str, np.ndarray]:
         return {
-            "root": np.ascontiguousarray(np.sqrt(self.trigamma).T)[:, :, None],
-            "scale": np.ascontiguousarray(self.scale.T)[:, :, None],
-            "coefficient": self.factor_coefficient[None, :, None],
+            "root": np.ascontiguousarray(np.sqrt(self.trigamma).T),
+            "scale": np.ascontiguousarray(self.scale.T),
+            "ones": np.ones((self.n_words, self.n_topics)),
+            "coefficient": np.ascontiguousarray(self.factor_coefficient),
         }
 
     def _symmetric_words(self, X: np.ndarray) -> np.ndarray:
         """B X for X of shape (V, K, m)."""
         w = self._word_major
+        X = np.ascontiguousarray(X)
+        sums = np.empty((self.n_topics, X.shape[2]))
         # L x = t^1/2 x - c (v . x) 1, then L^T y = t^1/2 y - c v (1 . y).
-        lx = w["root"] * X - w["coefficient"] * np.einsum("wk,wkm->km", w["scale"][:, :, 0], X)[None]
-        vlx = self._missing_information_words(lx)
-        return w["root"] * vlx - w["coefficient"] * w["scale"] * vlx.sum(axis=0)[None]
+        kernels.weighted_word_sums(w["scale"], X, sums)
+        lower = np.empty_like(X)
+        kernels.scale_and_shift(w["root"], w["ones"], sums, w["coefficient"], X, lower)
+        middle = self._missing_information_words(lower)
+        kernels.weighted_word_sums(w["ones"], middle, sums)
+        kernels.scale_and_shift(w["root"], w["scale"], sums, w["coefficient"], middle, lower)
+        return lower
 
     # Public products, x of shape (..., K, V).
 
@@ -519,10 +526,14 @@ class LDAResponseSystem:
     # The response of many documents at once, in the coordinates L^T g.
 
     @cached_property
+    def _dense_spectrum(self) -> tuple[np.ndarray, np.ndarray]:
+        self._check_dense("eigen-decomposition of B")
+        return linalg.eigh(self.symmetric, driver="evd")
+
+    @cached_property
     def eigen_directions(self) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvectors (G, r) of B whose gain exceeds RANK_TOL, and their eigenvalues (r,); dense only."""
-        self._check_dense("eigen-decomposition of B")
-        values, vectors = linalg.eigh(self.symmetric, driver="evd")
+        values, vectors = self._dense_spectrum
         gains = values / np.maximum(1.0 - values, np.finfo(float).tiny)
         keep = np.flatnonzero(gains > RANK_TOL)
         return vectors[:, keep], values[keep]
@@ -574,33 +585,46 @@ class LDAResponseSystem:
         """Solve (I - B) Z = rhs column by column, rhs of shape (V, K, m); converged columns drop out."""
         preconditioner = self._preconditioner
         solution = np.zeros_like(rhs)
-        target = SOLVE_TOL * np.sqrt(np.einsum("wkm,wkm->m", rhs, rhs))
+        squares = np.empty(rhs.shape[2])
+        kernels.column_dots(rhs, rhs, squares)
+        target = SOLVE_TOL * np.sqrt(squares)
         live = np.arange(rhs.shape[2])
         x = np.zeros_like(rhs)
         residual = rhs.copy()
-        search = np.matmul(preconditioner, residual)
-        product = np.einsum("wkm,wkm->m", residual, search)
+        search = np.empty_like(rhs)
+        kernels.block_solve(preconditioner, residual, search)
+        product = np.empty(live.size)
+        kernels.column_dots(residual, search, product)
         for iteration in range(MAX_SOLVE_ITER + 1):
-            done = np.sqrt(np.einsum("wkm,wkm->m", residual, residual)) <= target[live]
+            squares = np.empty(live.size)
+            kernels.column_dots(residual, residual, squares)
+            done = np.sqrt(squares) <= target[live]
             if done.any():
                 solution[:, :, live[done]] = x[:, :, done]
                 keep = ~done
-                live, x, residual, search, product = (live[keep], x[:, :, keep], residual[:, :, keep],
-                                                      search[:, :, keep], product[keep])
+                live, product = live[keep], product[keep]
+                x, residual, search = (np.ascontiguousarray(a[:, :, keep]) for a in (x, residual, search))
             if live.size == 0:
                 return solution, iteration
             if iteration == MAX_SOLVE_ITER:
                 break
-            applied = search - self._symmetric_words(search)
-            step = product / np.einsum("wkm,wkm->m", search, applied)
-            x += step * search
-            residual -= step * applied
-            preconditioned = np.matmul(preconditioner, residual)
-            new_product = np.einsum("wkm,wkm->m", residual, preconditioned)
-            search = preconditioned + (new_product / product) * search
+
+            # One step: applied = (I - B) search, then the usual updates.
+            applied = self._symmetric_words(search)
+            np.subtract(search, applied, out=applied)
+            curvature = np.empty(live.size)
+            kernels.column_dots(search, applied, curvature)
+            kernels.conjugate_gradient_step(product / curvature, search, applied, x, residual)
+            preconditioned = applied
+            kernels.block_solve(preconditioner, residual, preconditioned)
+            new_product = np.empty(live.size)
+            kernels.column_dots(residual, preconditioned, new_product)
+            kernels.next_direction(preconditioned, new_product / product, search)
             product = new_product
         solution[:, :, live] = x
-        remaining = np.sqrt(np.einsum("wkm,wkm->m", residual, residual)) / (target[live] / SOLVE_TOL)
+        squares = np.empty(live.size)
+        kernels.column_dots(residual, residual, squares)
+        remaining = np.sqrt(squares) / (target[live] / SOLVE_TOL)
         warnings.warn(
             f"the conjugate-gradient solves of the linear-response correction stopped after {MAX_SOLVE_ITER} "
             f"iterations with a relative residual of up to {remaining.max():.3g} (target {SOLVE_TOL:g}); "

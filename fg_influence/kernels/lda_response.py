@@ -48,6 +48,7 @@ def document_terms(word_ids, counts, offsets, starts, topics, weights, middle, X
     for d in prange(n_documents):
         total = np.zeros((k_count, m))
         dots = np.empty(m)
+        used = np.zeros(k_count, dtype=np.bool_)
         for row in range(offsets[d], offsets[d + 1]):
             word = word_ids[row]
             n = counts[row]
@@ -56,6 +57,7 @@ def document_terms(word_ids, counts, offsets, starts, topics, weights, middle, X
             for a in range(starts[row], starts[row + 1]):
                 k = topics[a]
                 p = weights[a]
+                used[k] = True
                 for j in range(m):
                     dots[j] += p * X[word, k, j]
             for a in range(starts[row], starts[row + 1]):
@@ -63,12 +65,19 @@ def document_terms(word_ids, counts, offsets, starts, topics, weights, middle, X
                 p = n * weights[a]
                 for j in range(m):
                     total[k, j] += p * (X[word, k, j] - dots[j])
+        # Only topics active in some row of the document enter total, and
+        # only those are read back by word_terms.
         for k in range(k_count):
             for j in range(m):
-                value = 0.0
-                for l in range(k_count):
-                    value += middle[d, k, l] * total[l, j]
-                out[d, k, j] = value
+                out[d, k, j] = 0.0
+            if not used[k]:
+                continue
+            for l in range(k_count):
+                if not used[l]:
+                    continue
+                value = middle[d, k, l]
+                for j in range(m):
+                    out[d, k, j] += value * total[l, j]
 
 
 @njit(cache=True, parallel=True)
@@ -103,3 +112,87 @@ def word_terms(word_rows, word_offsets, row_documents, counts, starts, topics, w
                 p = n * weights[a]
                 for j in range(m):
                     out[w, k, j] += p * (X[w, k, j] + doc_terms[d, k, j] - dots[j])
+
+
+# Elementwise steps of the products with L, L^T and of conjugate gradients,
+# parallel over words or topics (NumPy would run them on one thread).
+
+
+@njit(cache=True, parallel=True)
+def weighted_word_sums(weights, X, out):
+    """out[k, j] = sum_w weights[w, k] X[w, k, j], shape (K, m), with ``weights`` of shape (V, K)."""
+    n_words, k_count, m = X.shape
+    for k in prange(k_count):
+        for j in range(m):
+            out[k, j] = 0.0
+        for w in range(n_words):
+            weight = weights[w, k]
+            for j in range(m):
+                out[k, j] += weight * X[w, k, j]
+
+
+@njit(cache=True, parallel=True)
+def column_dots(A, B, out):
+    """out[j] = sum_{w, k} A[w, k, j] B[w, k, j], shape (m,)."""
+    n_words, k_count, m = A.shape
+    partial = np.zeros((k_count, m))
+    for k in prange(k_count):
+        for w in range(n_words):
+            for j in range(m):
+                partial[k, j] += A[w, k, j] * B[w, k, j]
+    for j in range(m):
+        total = 0.0
+        for k in range(k_count):
+            total += partial[k, j]
+        out[j] = total
+
+
+@njit(cache=True, parallel=True)
+def scale_and_shift(root, shift_weights, sums, coefficient, X, out):
+    """out[w, k, j] = root[w, k] X[w, k, j] - coefficient[k] shift_weights[w, k] sums[k, j].
+
+    With ``shift_weights`` all ones this is L x (``sums`` = v . x); with the
+    scale v it is L^T y (``sums`` = 1 . y).
+    """
+    n_words, k_count, m = X.shape
+    for w in prange(n_words):
+        for k in range(k_count):
+            r = root[w, k]
+            s = coefficient[k] * shift_weights[w, k]
+            for j in range(m):
+                out[w, k, j] = r * X[w, k, j] - s * sums[k, j]
+
+
+@njit(cache=True, parallel=True)
+def conjugate_gradient_step(step, search, applied, x, residual):
+    """x += step * search and residual -= step * applied, column by column."""
+    n_words, k_count, m = x.shape
+    for w in prange(n_words):
+        for k in range(k_count):
+            for j in range(m):
+                x[w, k, j] += step[j] * search[w, k, j]
+                residual[w, k, j] -= step[j] * applied[w, k, j]
+
+
+@njit(cache=True, parallel=True)
+def block_solve(inverse_blocks, X, out):
+    """out[w] = inverse_blocks[w] @ X[w] for every word, shape (V, K, m)."""
+    n_words, k_count, m = X.shape
+    for w in prange(n_words):
+        for k in range(k_count):
+            for j in range(m):
+                out[w, k, j] = 0.0
+            for l in range(k_count):
+                value = inverse_blocks[w, k, l]
+                for j in range(m):
+                    out[w, k, j] += value * X[w, l, j]
+
+
+@njit(cache=True, parallel=True)
+def next_direction(preconditioned, ratio, search):
+    """search = preconditioned + ratio * search, column by column (in place)."""
+    n_words, k_count, m = search.shape
+    for w in prange(n_words):
+        for k in range(k_count):
+            for j in range(m):
+                search[w, k, j] = preconditioned[w, k, j] + ratio[j] * search[w, k, j]
