@@ -210,7 +210,7 @@ def test_beats_division_against_refits(docstrings):
     # refitted. Measured Spearman 0.730 (division) and 0.832 (linear
     # response), median relative error 0.534 and 0.226. Refits often move
     # another document's word topics by a jump, which neither estimate
-    # sees, hence the modest values. The corpus depends on the Python
+    # models, hence the modest values. The corpus depends on the Python
     # version, so the floors leave room.
     assert rho_response > rho_division
     assert rho_response >= 0.78

@@ -57,7 +57,8 @@ def register(commands) -> None:
                         help="how to estimate the topics without each document: 'division' keeps the "
                              "other documents' word topics at their fitted values; 'linear-response' adds "
                              "their first-order response, which is closer to exact refits but costs far "
-                             "more (about 500 CAVI iterations at the default size) (default: division)")
+                             "more (as long as about 350 CAVI iterations at the default size) (default: "
+                             "division)")
     parser.add_argument("--tol", type=positive_finite_float, default=None, metavar="TOL",
                         help=f"relative ELBO change at which the CAVI fit stops: it ends when the ELBO "
                              f"changes by at most TOL times |ELBO| between iterations (default "

@@ -146,7 +146,7 @@ ADVICE = {
 
 
 def is_lda(posterior: Posterior) -> bool:
-    """Return True when the graph holds an LDA factor."""
+    """Return True when the graph contains an LDA factor."""
     return any(isinstance(f, LDAFactor) for f in posterior.graph.factors.values())
 
 
@@ -184,7 +184,7 @@ class LDAResponseSystem:
     """J = V H at a fitted LDA posterior, as exact matrix-free products.
 
     Vectors in g's coordinates have shape (..., K, V), like the topics'
-    concentration; dense matrices (only up to DENSE_LIMIT coordinates) use
+    concentration. Dense matrices (only up to DENSE_LIMIT coordinates) use
     the flattened position k V + w.
 
     Attributes

@@ -97,11 +97,11 @@ class LatentDirichletAllocation:
         ``method="linear-response"`` adds, to first order, how the other
         documents' word topics respond (see
         :mod:`fg_influence.influence.linear_response_lda`). It is closer to
-        exact refits but costs far more: about 500 CAVI iterations for the
-        2,695 docstrings of ``fg-influence lda`` with K = 10. It needs a fit
-        settled to a small ``tol`` (1e-10, say) and raises
-        SingularResponseError when the fit is not a stable CAVI fixed point,
-        which the default ``tol`` of 1e-7 does not ensure.
+        exact refits but costs far more: as long as about 350 CAVI
+        iterations for the 2,695 docstrings of ``fg-influence lda`` with
+        K = 10. It needs a fit settled to a small ``tol`` (1e-10, say) and
+        raises SingularResponseError when the fit is not a stable CAVI
+        fixed point, which the default ``tol`` of 1e-7 does not ensure.
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)

@@ -92,8 +92,8 @@ def test_jacobian_matches_finite_differences(seed, n_documents, n_words, n_topic
     try:
         system = lr.build_lda_response_system(posterior, warn=False)
     except lr.SingularResponseError:
-        # A saddle of CAVI or a document at an unstable inner fixed point:
-        # J is still defined, but the system refuses it; such draws are rare.
+        # A saddle of CAVI or a document at an unstable inner fixed point.
+        # J is still defined there, but the system rejects it. Such draws are rare.
         assume(False)
     concentration = system.coordinates
     rng = np.random.default_rng(seed)
