@@ -5,11 +5,11 @@ with overlapping clusters, then times, in the same process:
 
 * one CAVI iteration from the fit (E-step, the ELBO's KL term and M-step,
   through the functions the CAVI loop calls; the fastest of 5 runs);
-* division for all sites (the default method);
+* division for all sites (the default method; the fastest of 5);
 * the linear-response correction for all sites (assembling J, its
-  largest eigenvalue, the factorisation of I - J and the KL of every site),
-  and then the LOO predictive density and the shifts, which are computed
-  on first access;
+  largest eigenvalue, the factorisation of I - J and the KL of every site;
+  the fastest of 5), and then the LOO predictive density and the shifts,
+  which are computed on first access;
 * a few exact refits without one site, scaled to all N sites.
 
 Usage::
@@ -97,11 +97,11 @@ def main() -> None:
     iteration, _ = timed(one_iteration, repeats=5)
     print(f"one CAVI iteration: {iteration:.3f} s")
 
-    division_seconds, division = timed(lambda: InfluenceResult(posterior), repeats=3)
+    division_seconds, division = timed(lambda: InfluenceResult(posterior), repeats=5)
     print(f"division, all sites: {division_seconds:.3f} s ({division_seconds / iteration:.2f} CAVI iterations)")
     try:
         response_seconds, response = timed(lambda: InfluenceResult(posterior, method="linear-response"),
-                                           repeats=2)
+                                           repeats=5)
     except lr.SingularResponseError as error:
         # A fit that stopped near a saddle point has no linear response; time
         # the assembly up to the eigenvalue check and stop.
