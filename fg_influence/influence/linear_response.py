@@ -640,17 +640,20 @@ class ResponseSystem:
                 form[np.ix_(index, index)] = part + 0.5 * square
         return response, form
 
-    def kl_blocks(self) -> np.ndarray:
-        """Return the response's second-order KL as a form in the message s, shape (K, Q, K, Q).
+    def kl_blocks(self, pairs) -> np.ndarray:
+        """Return blocks of the response's second-order KL as a form in the message s, shape (P, Q, Q).
 
         Block (k, l) is L_k (R + R^2 / 2)_kl L_l^T (see kl_form), so the
-        added KL is s^T L (R + R^2 / 2) L^T s.
+        added KL is s^T L (R + R^2 / 2) L^T s. ``pairs`` lists the P pairs
+        (k, l) to return.
         """
-        k_count, q = self.n_categories, self.block_size
-        form = self.kl_form.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
-        chol_t = np.swapaxes(self.cholesky, 1, 2)
-        blocks = np.matmul(self.cholesky[:, None], np.matmul(form, chol_t[None]))
-        return blocks.transpose(0, 2, 1, 3)
+        q = self.block_size
+        pairs = list(pairs)
+        out = np.empty((len(pairs), q, q))
+        for index, (k, l) in enumerate(pairs):
+            block = self.kl_form[k * q:(k + 1) * q, l * q:(l + 1) * q]
+            out[index] = self.cholesky[k] @ block @ self.cholesky[l].T
+        return out
 
     @property
     def gains(self) -> np.ndarray:
@@ -1260,10 +1263,10 @@ class LinearResponseSummaries:
         together = active.T @ active > 0.0
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
                  if group_of[k] >= 0 and group_of[k] == group_of[l] and together[k, l]]
-        form = system.kl_blocks()
+        form = system.kl_blocks(pairs)
         coefficients = np.zeros((table.n_moments, len(pairs)))
         for column, (k, l) in enumerate(pairs):
-            coefficients[:, column] = table.coefficients(form[k, :, l, :]) * (1.0 if k == l else 2.0)
+            coefficients[:, column] = table.coefficients(form[column]) * (1.0 if k == l else 2.0)
         left = np.array([k for k, _ in pairs])
         right = np.array([l for _, l in pairs])
 
@@ -1282,7 +1285,7 @@ class LinearResponseSummaries:
 
         dominant = np.argmax(resp, axis=1)
         with _one_blas_thread():
-            self._add_single_site_kl(resp, n_active, dominant, group_of, form, small, bounds, total, added)
+            self._add_single_site_kl(resp, n_active, dominant, group_of, small, bounds, total, added)
         # Ambiguous sites: by distinct products, or pair by pair with one
         # Q x Q product per (site, pair) where that is cheaper.
         pair_active = (resp[ambiguous][:, left] > 0.0) & (resp[ambiguous][:, right] > 0.0)
@@ -1300,7 +1303,7 @@ class LinearResponseSummaries:
                         hits = np.flatnonzero(active_here[:, column])
                         if hits.size:
                             weight = r[hits, k] * r[hits, l] * (1.0 if k == l else 2.0)
-                            quadratic = np.einsum("na,na->n", f[hits] @ form[k, :, l, :], f[hits])
+                            quadratic = np.einsum("na,na->n", f[hits] @ form[column], f[hits])
                             total[rows[hits]] += weight * quadratic
                 else:
                     values = table.products(base(rows)) @ coefficients
@@ -1317,7 +1320,7 @@ class LinearResponseSummaries:
             total -= values
         self.kl_by_variable[self._largest] += total
 
-    def _add_single_site_kl(self, resp, n_active, dominant, group_of, form, small, bounds, total, added):
+    def _add_single_site_kl(self, resp, n_active, dominant, group_of, small, bounds, total, added):
         """Add the KL of the sites with one active category (see _add_kl_from_moments)."""
         system = self.system
         k_count, q = system.n_categories, system.block_size
