@@ -1335,17 +1335,19 @@ class LinearResponseSummaries:
             values, vectors = np.linalg.eigh(system.kl_form[block, block])
             keep = values > RANK_TOL
             factor = system.cholesky[k] @ (vectors[:, keep] * np.sqrt(values[keep]))
+            # One product gives the projections and each smaller block's e_v / r_k.
+            columns = [factor] + [maps[:, :, k, :].reshape(-1, q).T for _, _, maps, _ in small]
+            widths = np.cumsum([c.shape[1] for c in columns])
+            stacked = np.concatenate(columns, axis=1)
             for start in range(0, members.size, self.chunk_sites):
                 rows = members[start:start + self.chunk_sites]
                 f = system.features(rows)
                 r = np.zeros((rows.size, k_count))
                 r[:, k] = resp[rows, k]
-                projected = f @ factor
-                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", projected, projected)
-                e_by_name = {}
-                for name, part, maps, _ in small:
-                    own = maps[:, :, k, :].reshape(-1, q)
-                    e_by_name[name] = (r[:, k, None] * (f @ own.T)).reshape(rows.size, k_count, -1)
+                parts = np.split(f @ stacked, widths[:-1], axis=1)
+                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", parts[0], parts[0])
+                e_by_name = {name: (r[:, k, None] * part).reshape(rows.size, k_count, -1)
+                             for (name, _, _, _), part in zip(small, parts[1:])}
                 _small_block_kl(small, rows, f, r, e_by_name, added)
                 self._check_bounds_from_moments(rows, f, r, bounds)
 
