@@ -46,7 +46,7 @@ def test_iris_ranking_matches_exact_refits(iris_results):
     accuracy = iris_results.accuracy()
     # Measured on this fit (the one benchmarks/linear_response_accuracy.py
     # uses): Spearman 1.0000 over all 150 rows, top-10 overlap 100%, median
-    # relative error 3.7e-5. Division on the same fit: Spearman 1.0000 (to
+    # relative error 2.4e-5. Division on the same fit: Spearman 1.0000 (to
     # four places), top-10 overlap 100%, median relative error 5.2e-4.
     assert accuracy["spearman"] >= 0.99
     assert accuracy["top_k_overlap"] >= 0.9
@@ -64,7 +64,7 @@ def test_iris_closer_than_division(iris_fit, iris_results):
     exact = iris_results.exact_kl
     division_error = np.median(np.abs(division_kl[iris_results.exact_sites] - exact) / exact)
     response_error = iris_results.accuracy()["median_relative_error"]
-    # Measured: 3.7e-5 against 5.2e-4, a factor of about 14.
+    # Measured: 2.4e-5 against 5.2e-4, a factor of about 21.
     assert response_error < 0.2 * division_error
     assert spearmanr(iris_results.kl, exact).statistic >= spearmanr(division_kl, exact).statistic
 
