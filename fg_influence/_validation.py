@@ -121,6 +121,29 @@ def check_real(value, name: str, *, low: float | None = None, high: float | None
     return value
 
 
+def check_tol(value, name: str = "tol") -> float:
+    """Check a relative ELBO tolerance: a finite real number in [0, 1).
+
+    CAVI stops when the ELBO changes by at most ``tol * |ELBO|`` between
+    iterations, so a tolerance of 1 or more stops almost any fit after a
+    couple of iterations and reports it as converged. 0 is allowed and
+    means "run until max_iter".
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1), got {value!r} of type {type(value).__name__}; "
+            f"pass a small relative tolerance such as 1e-9"
+        )
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or value >= 1:
+        raise ValueError(
+            f"{name} must be in [0, 1), because it bounds the relative change of the ELBO between "
+            f"iterations and a value of 1 or more stops the fit after a couple of iterations; got "
+            f"{value:g}. Pass a small value such as 1e-9, or 0 to run until max_iter"
+        )
+    return value
+
+
 def check_random_state(seed) -> np.random.Generator:
     """Turn None, an integer or a Generator into a numpy Generator."""
     if seed is None or isinstance(seed, (numbers.Integral, np.random.SeedSequence)):

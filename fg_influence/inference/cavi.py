@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
-from .._validation import check_int, check_random_state, check_real
+from .._validation import check_int, check_random_state, check_tol
 from ..exceptions import ConvergenceWarning
 from ..graph import FactorGraph, blocks
 from ..graph.nodes import ObservedVariable
@@ -193,7 +193,7 @@ def fit_cavi(graph: FactorGraph, *, tol: float = 1e-9, max_iter: int = 1000, n_i
     if not isinstance(graph, FactorGraph):
         raise TypeError(f"graph must be a FactorGraph, got {type(graph).__name__}")
     graph.validate()
-    tol = check_real(tol, "tol", low=0.0, low_inclusive=True)
+    tol = check_tol(tol)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     n_init = check_int(n_init, "n_init", minimum=1)
     if init not in INIT_METHODS:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .._validation import check_int, check_random_state, check_real
+from .._validation import check_int, check_random_state, check_real, check_tol
 from ..exceptions import ConvergenceWarning
 from ..families import Dirichlet, NormalWishart
 from ..families._linalg import multivariate_digamma
@@ -197,7 +197,7 @@ def fit_mixture_streaming(data, n_components: int, *, chunk_size: int = 65536,
     """
     n_components = check_int(n_components, "n_components", minimum=1)
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
-    tol = check_real(tol, "tol", low=0.0, low_inclusive=True)
+    tol = check_tol(tol)
     max_iter = check_int(max_iter, "max_iter", minimum=1)
     rng = check_random_state(random_state)
     n, mean, covariance = _data_moments(data, chunk_size)
