@@ -12,7 +12,7 @@ import numpy as np
 
 from .._csv import ROW_LABEL_COLUMN, numeric_column, read_csv_table
 from ._mixture_report import _check_output_path, progress_bar
-from ._options import format_spearman
+from ._options import format_spearman, parse_columns
 
 
 def add_missing_option(parser) -> None:
@@ -24,12 +24,7 @@ def add_missing_option(parser) -> None:
 
 def split_columns(text: str | None) -> list[str] | None:
     """Split a comma-separated --columns value; None when the option is absent."""
-    if text is None:
-        return None
-    columns = [name.strip() for name in text.split(",")]
-    if "" in columns:
-        raise ValueError(f"--columns must be comma-separated column names without empty entries, got {text!r}")
-    return columns
+    return parse_columns(text)
 
 
 def header_of(path: Path) -> list[str]:

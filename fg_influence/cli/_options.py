@@ -49,6 +49,18 @@ def positive_finite_float(text: str) -> float:
     return value
 
 
+def relative_tolerance(text: str) -> float:
+    """Parse a relative ELBO change tolerance, the value of --tol: a finite number in (0, 1)."""
+    value = positive_finite_float(text)
+    # A relative change of 1 or more is met at the second iteration whatever
+    # the fit does, so the fit would stop early and report convergence.
+    if value >= 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a relative tolerance between 0 and 1 (such as 1e-9), got {text!r}"
+        )
+    return value
+
+
 def default_tol(*model_classes) -> float:
     """Return the ``tol`` default that the constructors of ``model_classes`` share."""
     defaults = {inspect.signature(cls).parameters["tol"].default for cls in model_classes}
@@ -65,8 +77,8 @@ def add_tol_option(parser: argparse.ArgumentParser, default: float) -> None:
     ``default`` is the model's own default (see :func:`default_tol`), so
     leaving the option out fits the model exactly as the Python API does.
     """
-    parser.add_argument("--tol", type=positive_finite_float, default=default, metavar="TOL",
-                        help=f"relative ELBO change at which the CAVI fit stops: it ends when the "
+    parser.add_argument("--tol", type=relative_tolerance, default=default, metavar="TOL",
+                        help=f"relative ELBO change at which the CAVI fit stops, between 0 and 1: it ends when the "
                              f"ELBO changes by at most TOL times |ELBO| between iterations; a smaller "
                              f"TOL runs more iterations (default {default:g})")
 
@@ -123,13 +135,23 @@ def add_report_options(parser: argparse.ArgumentParser, *, exact_default: str = 
 
 
 def parse_columns(text: str | None) -> list[str] | None:
-    """Split the --columns value at commas, or return None when the option is absent."""
+    """Split the --columns value at commas, or return None when the option is absent.
+
+    Every subcommand with --columns parses it here, so that empty entries and
+    repeated names are rejected the same way everywhere.
+    """
     if text is None:
         return None
     columns = [name.strip() for name in text.split(",")]
     if "" in columns:
         raise ValueError(
             f"--columns must be comma-separated column names without empty entries, got {text!r}"
+        )
+    repeated = sorted({name for name in columns if columns.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"--columns names {', '.join(map(repr, repeated))} more than once in {text!r}; "
+            f"list each column once"
         )
     return columns
 

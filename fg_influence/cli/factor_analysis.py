@@ -13,7 +13,8 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, positive_int
+from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns,
+                       positive_int)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: Field values treated as missing (R writes NA).
@@ -102,11 +103,7 @@ def run(args, out=None) -> dict:
     out = sys.stdout if out is None else out
     _check_json_path(args.json)
     check_plot_path(args.plot)
-    columns = None
-    if args.columns is not None:
-        columns = [name.strip() for name in args.columns.split(",")]
-        if "" in columns:
-            raise ValueError(f"--columns must be comma-separated names without empty entries, got {args.columns!r}")
+    columns = parse_columns(args.columns)
     start = time.perf_counter()
     data, columns, labels = read_complete_rows(args.file, columns, sys.stderr)
     center, scale = data.mean(axis=0), data.std(axis=0)

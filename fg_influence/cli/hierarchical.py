@@ -13,7 +13,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman
+from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -64,12 +64,7 @@ def read_group_column(path: Path, name: str) -> list[str]:
 
 
 def _parse_predictors(text: str | None) -> list[str]:
-    if text is None:
-        return []
-    names = [name.strip() for name in text.split(",")]
-    if "" in names:
-        raise ValueError(f"--columns must be comma-separated column names without empty entries, got {text!r}")
-    return names
+    return parse_columns(text) or []
 
 
 def run(args, out=None) -> dict:

@@ -13,8 +13,8 @@ from ..datasets.stdlib_docstrings import load_stdlib_docstrings
 from ..influence.linear_response_lda import topic_kl
 from ..models.lda import LatentDirichletAllocation
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import (METHODS, default_tol, exact_count, format_spearman, non_negative_int, positive_finite_float,
-                       positive_int)
+from ._options import (METHODS, default_tol, exact_count, format_spearman, non_negative_int, positive_int,
+                       relative_tolerance)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: --tol without the option: the model's default for division, and a
@@ -59,8 +59,8 @@ def register(commands) -> None:
                              "their first-order response, which is closer to exact refits but costs far "
                              "more (as long as about 350 CAVI iterations at the default size) (default: "
                              "division)")
-    parser.add_argument("--tol", type=positive_finite_float, default=None, metavar="TOL",
-                        help=f"relative ELBO change at which the CAVI fit stops: it ends when the ELBO "
+    parser.add_argument("--tol", type=relative_tolerance, default=None, metavar="TOL",
+                        help=f"relative ELBO change at which the CAVI fit stops, between 0 and 1: it ends when the ELBO "
                              f"changes by at most TOL times |ELBO| between iterations (default "
                              f"{DEFAULT_TOL['division']:g} with --method division, "
                              f"{DEFAULT_TOL['linear-response']:g} with --method linear-response)")
