@@ -91,3 +91,119 @@ def test_tol_below_one_accepted():
     name, factory, data = MODEL_CASES[0]
     model = factory(0.5).fit(*data)
     assert model.converged_
+
+
+# HierarchicalNormal.fit
+
+
+def _grouped_data():
+    rng = _rng()
+    groups = np.repeat(np.arange(6), 5)
+    x = rng.normal(size=30)
+    y = 1.0 + 0.5 * x + rng.normal(size=6)[groups] + rng.normal(size=30)
+    return y, groups, x
+
+
+@pytest.mark.parametrize("missing", [np.nan, np.inf, -np.inf])
+def test_hierarchical_nonfinite_float_label_rejected(missing):
+    y, groups, _ = _grouped_data()
+    labels = groups.astype(float)
+    labels[7] = missing
+    with pytest.raises(ValueError, match=r"groups must not contain missing labels .* found -?(nan|inf) at row 7 "
+                                         r"\(1 such rows in all\)\. Drop those rows"):
+        HierarchicalNormal().fit(y, labels)
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_hierarchical_missing_object_label_rejected(missing):
+    y, groups, _ = _grouped_data()
+    labels = np.array([f"county {g}" for g in groups], dtype=object)
+    labels[3] = missing
+    with pytest.raises(ValueError, match=r"groups must not contain missing labels .* at row 3"):
+        HierarchicalNormal().fit(y, labels)
+
+
+def test_hierarchical_intercept_column_rejected():
+    y, groups, x = _grouped_data()
+    X = np.column_stack([np.ones_like(x), x])
+    with pytest.raises(ValueError, match=r"X column 0 is constant \(every value is 1\), but the model adds its own "
+                                         r"intercept column.*Drop that column from X"):
+        HierarchicalNormal().fit(y, groups, X)
+
+
+def test_hierarchical_intercept_column_named():
+    pandas = pytest.importorskip("pandas")
+    y, groups, x = _grouped_data()
+    frame = pandas.DataFrame({"floor": x, "const": 3.0})
+    with pytest.raises(ValueError, match=r"X column 1 \('const'\) is constant \(every value is 3\)"):
+        HierarchicalNormal().fit(y, groups, frame)
+
+
+def test_hierarchical_collinear_columns_rejected():
+    y, groups, x = _grouped_data()
+    X = np.column_stack([x, 2.0 * x - 1.0])
+    with pytest.raises(ValueError, match=r"columns of X are collinear: X column 1 is a linear combination of the "
+                                         r"intercept \(which the model adds\)"):
+        HierarchicalNormal().fit(y, groups, X)
+
+
+def test_hierarchical_exact_linear_fit_rejected():
+    y, groups, x = _grouped_data()
+    with pytest.raises(ValueError, match=r"y is fitted exactly by an intercept and a linear function of X .*"
+                                         r"Check that y is not computed from X"):
+        HierarchicalNormal().fit(1.0 - 2.8 * x, groups, x)
+
+
+def test_hierarchical_constant_y_rejected():
+    _, groups, _ = _grouped_data()
+    with pytest.raises(ValueError, match=r"y is fitted exactly by an intercept \(residual sum of squares"):
+        HierarchicalNormal().fit(np.full(30, 4.5), groups)
+
+
+def test_hierarchical_small_noise_still_fits():
+    y, groups, x = _grouped_data()
+    # A relative residual of about 1e-5 is far above round-off, so it must fit.
+    model = HierarchicalNormal().fit(1.0 - 2.8 * x + 1e-5 * (y - y.mean()), groups, x)
+    assert np.isfinite(model.lower_bound_)
+
+
+# HierarchicalNormal.leave_groups_out_kl
+
+
+@pytest.fixture(scope="module")
+def small_hierarchical():
+    y, groups, x = _grouped_data()
+    return HierarchicalNormal().fit(y, groups + 300, x)
+
+
+@pytest.mark.parametrize("labels", [[[300, 301], [302]], [[300, 301], [302, 303]], np.array([[300, 301]]),
+                                    ([300], 301)])
+def test_nested_group_labels_rejected(small_hierarchical, labels):
+    with pytest.raises(TypeError, match=r"labels must be the labels of one set of groups removed together, such "
+                                        r"as \[300, 301\], got a nested sequence .*Call leave_groups_out_kl once "
+                                        r"per set"):
+        small_hierarchical.leave_groups_out_kl(labels)
+
+
+@pytest.mark.parametrize("exact, method", [(True, "division"), (True, "linear-response"),
+                                           (False, "exact")])
+def test_exact_flag_conflict_rejected(small_hierarchical, exact, method):
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(ValueError, match=rf"exact={exact} contradicts method='{method}'.*Pass only method="):
+            small_hierarchical.leave_groups_out_kl([300], exact=exact, method=method)
+
+
+@pytest.mark.parametrize("exact, method, same_as", [(True, None, "exact"), (True, "exact", "exact"),
+                                                    (False, None, "division"),
+                                                    (False, "linear-response", "linear-response")])
+def test_exact_flag_consistent_accepted(small_hierarchical, exact, method, same_as):
+    expected = small_hierarchical.leave_groups_out_kl([300, 302], method=same_as)
+    with pytest.warns(DeprecationWarning):
+        value = small_hierarchical.leave_groups_out_kl([300, 302], exact=exact, method=method)
+    assert value == expected
+
+
+def test_exact_flag_not_bool_rejected(small_hierarchical):
+    with pytest.warns(DeprecationWarning):
+        with pytest.raises(TypeError, match=r"exact must be True or False, got 'yes'"):
+            small_hierarchical.leave_groups_out_kl([300], exact="yes")

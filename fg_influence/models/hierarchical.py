@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from .._validation import as_float_array, check_int, check_real
+from .._validation import as_float_array, check_int, check_real, column_names_of
 from ..families import Gamma, MultivariateNormal
 from ..graph import FactorGraph
 from ..graph.group_factors import GroupPriorFactor, GroupRegressionFactor
@@ -33,6 +33,71 @@ def group_rows(groups) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     order = np.argsort(codes, kind="stable")
     offsets = np.concatenate(([0], np.cumsum(np.bincount(codes, minlength=labels.size)))).astype(np.int64)
     return labels, order, offsets
+
+
+def _check_group_labels(groups: np.ndarray) -> None:
+    """Reject missing group labels (NaN, inf or None), which would otherwise form a group of their own."""
+    if groups.dtype.kind in "fc":
+        missing = ~np.isfinite(groups)
+    elif groups.dtype.kind == "O":
+        missing = np.array([
+            label is None or (isinstance(label, (float, complex, np.floating, np.complexfloating))
+                              and not np.isfinite(label))
+            for label in groups.flat
+        ], dtype=bool)
+    else:
+        return
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise ValueError(
+            f"groups must not contain missing labels (NaN, inf or None); found {groups[row]} at row "
+            f"{row} ({int(missing.sum())} such rows in all). Drop those rows or give them a label"
+        )
+
+
+def _column_text(index: int, column_names: list[str] | None) -> str:
+    if column_names is None:
+        return f"X column {index}"
+    return f"X column {index} ({column_names[index]!r})"
+
+
+def _check_predictor_columns(X: np.ndarray, design: np.ndarray, column_names: list[str] | None) -> None:
+    """Reject constant or collinear predictors, which leave the pooled coefficients unidentified."""
+    for index in range(X.shape[1]):
+        if np.all(X[:, index] == X[0, index]):
+            raise ValueError(
+                f"{_column_text(index, column_names)} is constant (every value is {X[0, index]:g}), but "
+                f"the model adds its own intercept column to X, so the coefficients are not "
+                f"identified. Drop that column from X"
+            )
+    # matrix_rank uses the SVD with NumPy's default tolerance, S.max() * max(n, D) * eps.
+    if np.linalg.matrix_rank(design) == design.shape[1]:
+        return
+    for stop in range(2, design.shape[1] + 1):
+        if np.linalg.matrix_rank(design[:, :stop]) < stop:
+            raise ValueError(
+                f"the columns of X are collinear: {_column_text(stop - 2, column_names)} is a linear "
+                f"combination of the intercept (which the model adds) and the columns before it, so "
+                f"the coefficients are not identified. Drop that column from X"
+            )
+
+
+def _check_not_exact_fit(y: np.ndarray, design: np.ndarray) -> None:
+    """Reject y fitted exactly by the intercept and X, whose noise precision has no finite posterior."""
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    scale = float(y @ y)
+    # A relative residual norm below 1e-7 (rss below 1e-14 of sum(y^2), about 45 times
+    # float64 eps) is round-off of an exact fit: the noise rate update then cancels to
+    # zero or a tiny negative number.
+    if float(residual @ residual) <= 1e-14 * scale:
+        what = "an intercept" if design.shape[1] == 1 else "an intercept and a linear function of X"
+        raise ValueError(
+            f"y is fitted exactly by {what} (residual sum of squares "
+            f"{float(residual @ residual):.3g}), so the noise precision has no finite posterior. "
+            f"Check that y is not computed from X (or constant), or drop the columns of X that "
+            f"determine it"
+        )
 
 
 def build_hierarchical_graph(y, offsets, design, *, mean_prior, mean_precision_prior,
@@ -139,6 +204,8 @@ class HierarchicalNormal:
         groups = np.asarray(groups)
         if groups.shape != y.shape:
             raise ValueError(f"groups must have one label per row of y ({y.size}), got shape {groups.shape}")
+        _check_group_labels(groups)
+        column_names = column_names_of(X)
         if X is None:
             X = np.zeros((y.size, 0))
         X = as_float_array(X, "X", ndim=(1, 2))
@@ -151,6 +218,8 @@ class HierarchicalNormal:
             raise ValueError(
                 f"y must have more rows than coefficients ({design.shape[1]}), got {y.size}"
             )
+        _check_predictor_columns(X, design, column_names)
+        _check_not_exact_fit(y, design)
         return y, groups, design
 
     def priors(self, y, design) -> dict:
@@ -245,49 +314,95 @@ class HierarchicalNormal:
             )
         return positions.astype(np.int64)
 
-    def leave_groups_out_kl(self, labels, *, method: str = "division", exact: bool | None = None) -> float:
+    def leave_groups_out_kl(self, labels, *, method: str | None = None, exact: bool | None = None) -> float:
         """Estimate KL(q || q without all the given groups together).
 
         Parameters
         ----------
-        labels : array_like
-            Group labels, as passed to ``fit``; each group at most once.
-        method : {"division", "linear-response", "exact"}, default "division"
-            How the posterior without the groups is estimated; see
-            :func:`fg_influence.influence.leave_group_out_kl`.
+        labels : array_like, shape (m,)
+            Labels of the groups removed together, as passed to ``fit``;
+            each group at most once. A single label is one group. To
+            remove several sets of groups one set at a time, call this
+            method once per set.
+        method : {"division", "linear-response", "exact"}, optional
+            How the posterior without the groups is estimated (default
+            "division"); see :func:`fg_influence.influence.leave_group_out_kl`.
         exact : bool, optional
-            Deprecated: ``exact=True`` is ``method="exact"``.
+            Deprecated: ``exact=True`` is ``method="exact"`` and
+            ``exact=False`` is ``method="division"``. Passing it together
+            with a ``method`` it contradicts raises ValueError.
 
         Returns
         -------
         float
             +inf, with an ImproperDivisionWarning, if the estimated
             posterior is improper.
+
+        Raises
+        ------
+        TypeError
+            If ``labels`` is nested (a list of lists of labels) or
+            ``exact`` is not a bool.
+        ValueError
+            If ``labels`` is empty, repeats a group or names an unknown
+            group, or ``exact`` contradicts ``method``.
         """
         self._check_fitted()
-        if exact is not None:
-            warnings.warn(
-                "leave_groups_out_kl(exact=...) is deprecated and will be removed; pass "
-                "method='exact' (or method='division') instead",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-            if exact and method not in ("division", "exact"):
-                raise ValueError(
-                    f"exact=True asks for exact refits but method is {method!r}; pass only method='exact'"
-                )
-            if exact:
-                method = "exact"
-        labels = np.atleast_1d(np.asarray(labels))
-        if labels.ndim != 1 or labels.size == 0:
-            raise ValueError(
-                f"labels must be a non-empty 1-D list of group labels, got shape {labels.shape}; pass "
-                f"labels such as {self.group_labels_[:2].tolist()}"
-            )
-        unique, counts = np.unique(labels, return_counts=True)
-        if np.any(counts > 1):
-            raise ValueError(
-                f"labels must name each group once, because a group is removed once; repeated "
-                f"{unique[counts > 1][:5].tolist()}. Pass numpy.unique(labels)"
-            )
+        method = _resolve_method(method, exact)
+        labels = _check_label_set(labels, self.group_labels_)
         return leave_group_out_kl(self.posterior_, self.group_positions(labels), method=method)
+
+
+def _resolve_method(method, exact) -> str:
+    """Combine ``method`` with the deprecated ``exact`` flag, rejecting contradicting pairs."""
+    if exact is None:
+        return "division" if method is None else method
+    warnings.warn(
+        "leave_groups_out_kl(exact=...) is deprecated and will be removed; pass "
+        "method='exact' (or method='division') instead",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if not isinstance(exact, (bool, np.bool_)):
+        raise TypeError(f"exact must be True or False, got {exact!r}; pass method='exact' instead")
+    implied = "exact" if exact else "division"
+    if method is None:
+        return implied
+    if (method == "exact") != bool(exact):
+        raise ValueError(
+            f"exact={bool(exact)} contradicts method={method!r}: exact=True means method='exact' and "
+            f"exact=False means a method other than 'exact'. Pass only method= (one of 'division', "
+            f"'linear-response', 'exact')"
+        )
+    return method
+
+
+def _check_label_set(labels, known: np.ndarray) -> np.ndarray:
+    """Return one set of group labels as a 1-D array; reject nested, empty or repeated labels."""
+    example = known[:2].tolist()
+    nested = isinstance(labels, (list, tuple)) and any(
+        isinstance(item, (list, tuple, np.ndarray)) for item in labels)
+    if nested or (isinstance(labels, np.ndarray) and labels.ndim > 1):
+        raise TypeError(
+            f"labels must be the labels of one set of groups removed together, such as {example}, "
+            f"got a nested sequence {_describe_labels(labels)}. Call leave_groups_out_kl once per "
+            f"set, for example [model.leave_groups_out_kl(s) for s in sets]"
+        )
+    labels = np.atleast_1d(np.asarray(labels))
+    if labels.size == 0:
+        raise ValueError(
+            f"labels must be a non-empty 1-D list of group labels, got shape {labels.shape}; pass "
+            f"labels such as {example}"
+        )
+    unique, counts = np.unique(labels, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(
+            f"labels must name each group once, because a group is removed once; repeated "
+            f"{unique[counts > 1][:5].tolist()}. Pass numpy.unique(labels)"
+        )
+    return labels
+
+
+def _describe_labels(labels) -> str:
+    text = repr(labels if not isinstance(labels, np.ndarray) else labels.tolist())
+    return text if len(text) < 80 else text[:77] + "..."
