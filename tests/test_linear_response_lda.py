@@ -283,3 +283,27 @@ def test_cli_unsettled_fit_prints_one_error_line(capsys):
     assert len(error) == 1
     assert error[0].startswith("fg-influence: error: I - J is singular")
     assert "--method division" in error[0]
+
+
+def test_loose_fit_warns_before_linear_response():
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(1.0, size=(40, 12))
+    counts[:20, :6] += rng.poisson(3.0, size=(20, 6))
+    counts[20:, 6:] += rng.poisson(3.0, size=(20, 6))
+    loose = LatentDirichletAllocation(2, random_state=0).fit(counts)
+    # At the default tol=1e-7 this corpus gives no error from J, but
+    # estimates with Spearman 0.06 against exact refits, so the model warns.
+    with pytest.warns(lr_mixture.IllConditionedResponseWarning, match="tol=1e-07"):
+        loose.influence(method="linear-response")
+    with pytest.warns(lr_mixture.IllConditionedResponseWarning, match="tol=1e-07"):
+        loose.influence_by_topic(method="linear-response")
+    # Division needs no fixed point, so it does not warn.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loose.influence()
+
+
+def test_settled_fit_does_not_warn(model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", lr_mixture.IllConditionedResponseWarning)
+        model.influence(method="linear-response")
