@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -76,11 +77,14 @@ def save(obj, path) -> None:
     Raises
     ------
     TypeError
-        If ``obj`` is neither, or its graph uses a family or factor whose
-        constructor arguments cannot be read back, or a block state
-        contains a non-numeric array.
+        If ``path`` is not a str or os.PathLike, ``obj`` is neither, or its
+        graph uses a family or factor whose constructor arguments cannot be
+        read back, or a block state contains a non-numeric array, or a
+        fitted attribute is an array that is neither numeric nor text (an
+        object array of str is stored as a unicode array).
     ValueError
-        If the model is not fitted or the file cannot be written.
+        If ``path`` is a directory, the model is not fitted or the file
+        cannot be written.
 
     Notes
     -----
@@ -90,6 +94,12 @@ def save(obj, path) -> None:
     """
     from .influence import InfluenceResult
 
+    path = _check_path(path, "the file to write, such as 'model.npz'")
+    if path.is_dir():
+        raise ValueError(
+            f"cannot save to {path}: it is a directory, but path must be a file; pass a file "
+            f"path inside it, such as {str(path / 'model.npz')!r}"
+        )
     arrays: dict[str, np.ndarray] = {}
     if isinstance(obj, InfluenceResult):
         posterior = obj.posterior
@@ -113,12 +123,23 @@ def save(obj, path) -> None:
     members = dict(arrays)
     members[METADATA_MEMBER] = np.frombuffer(text, dtype=np.uint8)
     members[DIGEST_MEMBER] = np.frombuffer(hashlib.sha256(text).digest(), dtype=np.uint8)
-    path = Path(path)
     try:
         with open(path, "wb") as handle:
             np.savez(handle, **members)
     except OSError as error:
         raise ValueError(f"could not write {path}: {error.strerror or error}") from None
+
+
+def _check_path(path, expected: str) -> Path:
+    """Return ``path`` as a Path; raise TypeError unless it is a str or os.PathLike."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"path must be a file path (str or pathlib.Path), got {path!r} of type "
+            f"{type(path).__name__}; pass {expected}"
+        )
+    if str(path) == "":
+        raise ValueError(f"path must be a file path, got an empty string; pass {expected}")
+    return Path(path)
 
 
 def _format_version(graph: FactorGraph) -> int:
@@ -191,9 +212,17 @@ def _fitted_attributes(model, arrays: dict) -> dict:
         if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
             arrays[f"fitted/{name}"] = value
             record[name] = {"kind": "array"}
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "U":
-            # Text labels, such as HierarchicalNormal.group_labels_ read from a CSV column.
-            record[name] = {"kind": "text_array", "dtype": value.dtype.str, "value": value.tolist()}
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "UO":
+            # Text labels, such as HierarchicalNormal.group_labels_ read from a CSV column
+            # or from a pandas column of object dtype, which are stored as unicode.
+            text = _text_array(value, f"{type(model).__name__}.{name}")
+            record[name] = {"kind": "text_array", "dtype": text.dtype.str, "value": text.tolist()}
+        elif isinstance(value, np.ndarray):
+            raise TypeError(
+                f"cannot save {type(model).__name__}.{name}: arrays of dtype {value.dtype} are not "
+                f"supported, because files hold numeric and text arrays only; convert it to numbers "
+                f"or strings before saving"
+            )
         elif isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
             arrays[f"fitted/{name}"] = np.asarray(value)
             builtin = type(value).__name__ if type(value) in (bool, int, float) else None
@@ -206,6 +235,24 @@ def _fitted_attributes(model, arrays: dict) -> dict:
         else:
             record[name] = {"kind": "unsaved", "type": type(value).__name__}
     return record
+
+
+def _text_array(value: np.ndarray, description: str) -> np.ndarray:
+    """Return a unicode copy of a text array; raise TypeError for an object array holding non-strings.
+
+    Object arrays are never pickled, so only those whose every item is a str are kept.
+    """
+    if value.dtype.kind == "U":
+        return value
+    other = [item for item in value.flat if not isinstance(item, str)]
+    if other:
+        raise TypeError(
+            f"cannot save {description}: it is an object array containing "
+            f"{type(other[0]).__name__} values such as {other[0]!r}, and files hold no pickled "
+            f"objects, only numeric and text arrays. Refit with labels of one plain type, for "
+            f"example numpy.asarray(labels, dtype=str)"
+        )
+    return value.astype(str) if value.size else value.astype("<U1")
 
 
 def _result_metadata(result, arrays: dict) -> dict:
@@ -344,12 +391,14 @@ def load(path):
 
     Raises
     ------
+    TypeError
+        If ``path`` is not a str or os.PathLike.
     ValueError
-        If the file is missing, not an archive written by :func:`save`,
+        If the file is missing or a directory, not an archive written by :func:`save`,
         truncated, changed after saving, of another format version, or
         internally inconsistent.
     """
-    path = Path(path)
+    path = _check_path(path, "the .npz file written by fg_influence.io.save")
     arrays, metadata = _read_archive(path)
     try:
         return _rebuild(metadata, arrays, path)
@@ -360,8 +409,23 @@ def load(path):
 
 
 def _read_archive(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+    if path.is_dir():
+        raise ValueError(
+            f"cannot load {path}: it is a directory, but path must be the .npz file written by "
+            f"fg_influence.io.save"
+        )
     if not path.is_file():
-        raise ValueError(f"cannot load {path}: file not found")
+        raise ValueError(f"cannot load {path}: file not found; check the path")
+    with open(path, "rb") as handle:
+        signature = handle.read(2)
+    if signature != b"PK":
+        # Every zip file starts with "PK". Without this check np.load would read a
+        # .npy file as one array and treat other files as pickles that allow_pickle=False
+        # refuses, with advice about allow_pickle that does not apply here.
+        raise ValueError(
+            f"cannot load {path}: not a readable fg_influence archive, because it is not a NumPy "
+            f".npz (zip) file; pass a file written by fg_influence.io.save"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {name: archive[name] for name in archive.files}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fg_influence import io
+
 from fg_influence.models import (
     BernoulliMixture,
     CategoricalMixture,
@@ -207,3 +209,84 @@ def test_exact_flag_not_bool_rejected(small_hierarchical):
     with pytest.warns(DeprecationWarning):
         with pytest.raises(TypeError, match=r"exact must be True or False, got 'yes'"):
             small_hierarchical.leave_groups_out_kl([300], exact="yes")
+
+
+# fg_influence.io
+
+
+def _county_model(labels):
+    y, groups, x = _grouped_data()
+    return HierarchicalNormal().fit(y, labels[groups], x)
+
+
+def test_object_string_labels_saved_as_text(tmp_path):
+    labels = np.array(["AITKIN", "ANOKA", "BECKER", "MCLEOD", "POLK", "RICE"], dtype=object)
+    model = _county_model(labels)
+    path = tmp_path / "model.npz"
+    io.save(model, path)
+    loaded = io.load(path)
+    assert loaded.group_labels_.dtype.kind == "U"
+    assert loaded.group_labels_.tolist() == model.group_labels_.tolist()
+    assert loaded.leave_groups_out_kl(["MCLEOD"]) == model.leave_groups_out_kl(["MCLEOD"])
+
+
+def test_pandas_object_labels_saved_as_text(tmp_path):
+    pandas = pytest.importorskip("pandas")
+    y, groups, x = _grouped_data()
+    frame = pandas.DataFrame({"county": [f"C{g}" for g in groups], "y": y, "x": x})
+    assert frame["county"].to_numpy().dtype == object
+    model = HierarchicalNormal().fit(frame["y"], frame["county"].to_numpy(), frame[["x"]])
+    io.save(model, tmp_path / "model.npz")
+    loaded = io.load(tmp_path / "model.npz")
+    assert loaded.group_labels_.tolist() == [f"C{g}" for g in range(6)]
+    assert loaded.leave_groups_out_kl(["C2", "C4"]) == model.leave_groups_out_kl(["C2", "C4"])
+
+
+def test_object_array_of_non_strings_rejected(tmp_path):
+    model = _county_model(np.array(["A", "B", "C", "D", "E", "F"], dtype=object))
+    model.extra_ = np.array([{"a": 1}, 2], dtype=object)
+    path = tmp_path / "model.npz"
+    with pytest.raises(TypeError, match=r"cannot save HierarchicalNormal\.extra_: it is an object array containing "
+                                        r"dict values .*no pickled objects"):
+        io.save(model, path)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("path, error, message", [
+    (None, TypeError, r"path must be a file path \(str or pathlib\.Path\), got None of type NoneType; pass "),
+    (3, TypeError, r"path must be a file path \(str or pathlib\.Path\), got 3 of type int"),
+    ("", ValueError, r"path must be a file path, got an empty string"),
+])
+def test_io_bad_path_rejected(path, error, message):
+    model = _county_model(np.array(list("ABCDEF")))
+    with pytest.raises(error, match=message + ".*such as 'model.npz'"):
+        io.save(model, path)
+    with pytest.raises(error, match=message + ".*\.npz file written by fg_influence.io.save"):
+        io.load(path)
+
+
+def test_io_directory_rejected(tmp_path):
+    model = _county_model(np.array(list("ABCDEF")))
+    with pytest.raises(ValueError, match=r"cannot save to .*: it is a directory, but path must be a file; pass a "
+                                         r"file path inside it, such as '.*model\.npz'"):
+        io.save(model, tmp_path)
+    with pytest.raises(ValueError, match=r"cannot load .*: it is a directory, but path must be the \.npz file"):
+        io.load(tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"group,y\nA,1.0\n", b"\x93NUMPY not really", b""])
+def test_io_non_archive_rejected(tmp_path, content):
+    path = tmp_path / "data.csv"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"cannot load .*data\.csv: not a readable fg_influence archive, because it "
+                                         r"is not a NumPy \.npz \(zip\) file; pass a file written by "
+                                         r"fg_influence\.io\.save") as caught:
+        io.load(path)
+    assert "allow_pickle" not in str(caught.value)
+
+
+def test_io_npy_file_rejected(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.arange(4.0))
+    with pytest.raises(ValueError, match=r"it is not a NumPy \.npz \(zip\) file"):
+        io.load(path)
