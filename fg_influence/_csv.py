@@ -12,7 +12,8 @@ import numpy as np
 ROW_LABEL_COLUMN = "rownames"
 
 
-def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
+def read_numeric_csv(path, columns: list[str] | None = None, *,
+                     column_options: dict[str, str] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Read numeric columns of a CSV file with a header row.
 
     The file is decoded as UTF-8, skipping a leading byte order mark.
@@ -23,6 +24,10 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
     columns : list of str, optional
         Columns to read; by default every column whose values are all numeric,
         except ``rownames``.
+    column_options : dict of str to str, optional
+        The command-line option that named each column, such as
+        ``{"y": "--target"}``, so that the error for a non-numeric column
+        names it. Columns not listed are taken to come from ``--columns``.
 
     Returns
     -------
@@ -47,7 +52,7 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
         # utf-8-sig drops the byte order mark that spreadsheet programs often
         # write. Read as plain UTF-8, the mark would join the first column's name.
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.reader(handle))
+            rows, lines = read_nonempty_rows(handle)
     except UnicodeDecodeError as error:
         raise ValueError(
             f"CSV file {path} is not valid UTF-8 ({error.reason}); "
@@ -55,10 +60,9 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
         ) from None
     except OSError as error:
         raise ValueError(f"could not read CSV file {path}: {error.strerror or error}") from None
-    rows = [row for row in rows if row]
     if not rows:
         raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
-    header, body = [name.strip() for name in rows[0]], rows[1:]
+    header, body, lines = [name.strip() for name in rows[0]], rows[1:], lines[1:]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValueError(
@@ -66,7 +70,7 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
         )
     if not body:
         raise ValueError(f"CSV file {path} has a header but no data rows")
-    for number, row in enumerate(body, start=2):
+    for number, row in zip(lines, body):
         if len(row) != len(header):
             raise ValueError(
                 f"CSV file {path}, line {number}: expected {len(header)} fields like the header, "
@@ -77,7 +81,7 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
 
     if columns is None:
         columns = [name for name in header
-                   if name != ROW_LABEL_COLUMN and _numeric_column(table[name], name, path, labels)]
+                   if name != ROW_LABEL_COLUMN and _numeric_column(table[name], name, path, lines)]
         if not columns:
             raise ValueError(f"CSV file {path} has no numeric columns; columns are {header}")
     else:
@@ -100,13 +104,13 @@ def read_numeric_csv(path, columns: list[str] | None = None) -> tuple[np.ndarray
             except ValueError:
                 shown = text if text else "an empty field"
                 raise ValueError(
-                    f"column {name!r} of {path} must be numeric, but row {labels[i]} has {shown!r}; "
-                    f"choose numeric columns with --columns or clean the file"
+                    f"column {name!r} of {path} must be numeric, but line {lines[i]} has {shown!r}; "
+                    f"{_numeric_advice(name, column_options)}"
                 ) from None
             if not np.isfinite(data[i, j]):
                 raise ValueError(
-                    f"column {name!r} of {path} must contain only finite values, but row "
-                    f"{labels[i]} has {text!r}; remove or impute missing values first"
+                    f"column {name!r} of {path} must contain only finite values, but line "
+                    f"{lines[i]} has {text!r}; remove or impute missing values first"
                 )
     return data, list(columns), list(labels)
 
@@ -119,7 +123,30 @@ def _parses_as_float(text: str) -> bool:
     return True
 
 
-def _numeric_column(values: list[str], name: str, path, labels: list[str]) -> bool:
+def read_nonempty_rows(handle) -> tuple[list[list[str]], list[int]]:
+    """Read the non-empty CSV records of an open file and the line on which each ends.
+
+    Line numbers count the header as line 1 and include skipped blank lines,
+    so they match what a text editor or spreadsheet shows.
+    """
+    reader = csv.reader(handle)
+    rows, lines = [], []
+    for row in reader:
+        if row:
+            rows.append(row)
+            lines.append(reader.line_num)
+    return rows, lines
+
+
+def _numeric_advice(name: str, column_options: dict[str, str] | None) -> str:
+    """Advice for a non-numeric column, naming the option that selected it (--columns by default)."""
+    option = (column_options or {}).get(name, "--columns")
+    if option == "--columns":
+        return "choose numeric columns with --columns or clean the file"
+    return f"pass a numeric column to {option} or clean the file"
+
+
+def _numeric_column(values: list[str], name: str, path, lines: list[int]) -> bool:
     """Return whether a column is numeric: True if every value parses as a number,
     False if none does (a text column). A column with both, or with missing
     fields among numbers, raises ValueError, because dropping it silently
@@ -133,7 +160,7 @@ def _numeric_column(values: list[str], name: str, path, labels: list[str]) -> bo
     bad = next(i for i, ok in enumerate(parsed) if not ok)
     shown = repr(values[bad]) if values[bad] else "an empty field"
     raise ValueError(
-        f"column {name!r} of {path} is numeric except at row {labels[bad]} ({shown}); remove or "
+        f"column {name!r} of {path} is numeric except at line {lines[bad]} ({shown}); remove or "
         f"impute the missing or non-numeric values, or leave the column out with --columns"
     )
 
@@ -142,7 +169,8 @@ def _numeric_column(values: list[str], name: str, path, labels: list[str]) -> bo
 MISSING_VALUES = ("", "NA", "NaN", "nan")
 
 
-def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple[dict[str, list[str]], list[str]]:
+def read_csv_table(path, columns: list[str], *, missing: str = "raise",
+                   line_numbers: bool = False) -> tuple[dict[str, list[str]], list[str]]:
     """Read the named columns of a CSV file with a header row as text, for categorical data.
 
     Parameters
@@ -161,6 +189,9 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple
         The stripped field values of each requested column, rows with missing values removed.
     row_labels : list of str
         The ``rownames`` column if present, else 1-based row numbers, for the rows kept.
+    lines : list of int
+        Returned only with ``line_numbers=True``: the CSV line of each row
+        kept, counting the header as line 1.
     """
     import warnings
 
@@ -171,12 +202,12 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple
         raise ValueError(f"CSV file not found: {path}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = [row for row in csv.reader(handle) if row]
+            rows, lines = read_nonempty_rows(handle)
     except UnicodeDecodeError as error:
         raise ValueError(f"CSV file {path} is not valid UTF-8 ({error.reason}); save it with UTF-8 encoding") from None
     if len(rows) < 2:
         raise ValueError(f"CSV file {path} needs a header row and at least one data row")
-    header, body = [name.strip() for name in rows[0]], rows[1:]
+    header, body, lines = [name.strip() for name in rows[0]], rows[1:], lines[1:]
     unknown = [name for name in columns if name not in header]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
@@ -184,7 +215,7 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple
         raise ValueError(f"column {ROW_LABEL_COLUMN!r} of {path} contains row labels, not data; choose other columns")
     if len(set(columns)) != len(columns):
         raise ValueError(f"a column is requested twice: {columns}")
-    for number, row in enumerate(body, start=2):
+    for number, row in zip(lines, body):
         if len(row) != len(header):
             raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the header, got {len(row)}")
     positions = [header.index(name) for name in columns]
@@ -195,8 +226,8 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple
         first = body[incomplete[0]]
         empty = [name for name, j in zip(columns, positions) if first[j].strip() in MISSING_VALUES]
         raise ValueError(
-            f"{len(incomplete)} row(s) of {path} have missing values in {columns}, the first is row "
-            f"{labels[incomplete[0]]} (missing {empty}); drop them with --missing drop or impute them first"
+            f"{len(incomplete)} row(s) of {path} have missing values in {columns}, the first is on line "
+            f"{lines[incomplete[0]]} (missing {empty}); drop them with --missing drop or impute them first"
         )
     if incomplete:
         warnings.warn(
@@ -209,20 +240,26 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise") -> tuple
     if not kept:
         raise ValueError(f"every row of {path} has a missing value in {columns}; nothing is left to fit")
     table = {name: [body[i][j].strip() for i in kept] for name, j in zip(columns, positions)}
+    if line_numbers:
+        return table, [labels[i] for i in kept], [lines[i] for i in kept]
     return table, [labels[i] for i in kept]
 
 
-def numeric_column(values: list[str], name: str, labels: list[str]) -> np.ndarray:
-    """Convert one column's text to finite float64, raising a ValueError naming the first bad row."""
+def numeric_column(values: list[str], name: str, lines: list[int], option: str = "--columns") -> np.ndarray:
+    """Convert one column's text to finite float64, raising a ValueError naming the first bad line.
+
+    ``lines`` contains the CSV line of each value, and ``option`` is the
+    command-line option that named the column.
+    """
     array = np.empty(len(values))
     for i, text in enumerate(values):
         try:
             array[i] = float(text)
         except ValueError:
             raise ValueError(
-                f"column {name!r} must be numeric, but row {labels[i]} has {text!r}; choose a numeric "
-                f"column or recode it"
+                f"column {name!r} must be numeric, but line {lines[i]} has {text!r}; "
+                f"{_numeric_advice(name, {name: option})}"
             ) from None
         if not np.isfinite(array[i]):
-            raise ValueError(f"column {name!r} must be finite, but row {labels[i]} has {text!r}")
+            raise ValueError(f"column {name!r} must be finite, but line {lines[i]} has {text!r}")
     return array

@@ -293,7 +293,7 @@ def test_cli_non_numeric_column(tmp_path, capsys):
     path.write_text("rownames,site,x\n1,old faithful,1.0\n2,grand,2.0\n3,castle,3.5\n")
     _, err = _run_cli_error(["gmm", str(path), "-k", "1", "--columns", "site,x"], capsys)
     assert "column 'site'" in err
-    assert "must be numeric, but row 1 has 'old faithful'" in err
+    assert "must be numeric, but line 2 has 'old faithful'" in err
 
 
 def test_cli_unknown_column(tmp_path, capsys):
@@ -341,14 +341,14 @@ def test_cli_non_finite_value(tmp_path, capsys, text):
     path = tmp_path / "missing.csv"
     path.write_text(f"rownames,a,b\nr1,1,2\nr2,{text},3\nr3,4,5\n")
     _, err = _run_cli_error(["gmm", str(path), "-k", "1"], capsys)
-    assert f"column 'a' of {path} must contain only finite values, but row r2 has '{text}'" in err
+    assert f"column 'a' of {path} must contain only finite values, but line 3 has '{text}'" in err
 
 
 def test_cli_empty_field(tmp_path, capsys):
     path = tmp_path / "gap.csv"
     path.write_text("a,b\n1,2\n,3\n4,5\n")
     _, err = _run_cli_error(["gmm", str(path), "-k", "1", "--columns", "a,b"], capsys)
-    assert "must be numeric, but row 2 has 'an empty field'" in err
+    assert "must be numeric, but line 3 has 'an empty field'" in err
 
 
 def test_cli_ragged_row(tmp_path, capsys):
@@ -394,7 +394,7 @@ def test_cli_repeated_column(tmp_path, capsys):
     path = tmp_path / "faithful.csv"
     _write_faithful_csv(path)
     _, err = _run_cli_error(["gmm", str(path), "-k", "2", "--columns", "waiting,waiting"], capsys)
-    assert "--columns lists a column twice" in err
+    assert "--columns names 'waiting' more than once in 'waiting,waiting'" in err
 
 
 def test_cli_too_many_components(tmp_path, capsys):
@@ -543,7 +543,7 @@ def test_gmm_rejects_partly_numeric_column(tmp_path, capsys, field, shown):
     path.write_text(f"rownames,eruptions,waiting\n1,3.6,79\n2,{field},54\n3,3.3,74\n4,2.1,60\n")
     assert cli.main(["gmm", str(path), "--components", "1"]) == 2
     error = capsys.readouterr().err
-    assert f"column 'eruptions' of {path} is numeric except at row 2 ({shown})" in error
+    assert f"column 'eruptions' of {path} is numeric except at line 3 ({shown})" in error
 
 
 def test_gmm_skips_text_columns(tmp_path, capsys):

@@ -92,3 +92,87 @@ def test_every_columns_subcommand_listed():
         if any("--columns" in action.option_strings for action in parser._actions):
             with_columns.add(name)
     assert with_columns == set(COLUMN_COMMANDS)
+
+
+# Options named in errors about columns
+
+
+def test_unknown_sequence_column_names_sequence(capsys):
+    error = run_error(["hmm", data_file("epil.csv"), "--target", "y", "--sequence", "nope"], capsys)
+    assert "unknown --sequence column 'nope'" in error
+    assert "--group" not in error
+
+
+def test_unknown_group_column_names_group(capsys):
+    error = run_error(["hierarchical", data_file("radon.csv"), "--target", "log.radon", "--group", "nope"],
+                      capsys)
+    assert "unknown --group column 'nope'" in error
+
+
+def test_empty_sequence_label_names_sequence(tmp_path, capsys):
+    path = tmp_path / "sequences.csv"
+    path.write_text("y,s\n1,a\n2,a\n3,\n4,b\n5,b\n")
+    error = run_error(["hmm", str(path), "--target", "y", "--sequence", "s"], capsys)
+    assert "--sequence column 's'" in error
+    assert "empty labels on line(s) [4]" in error
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["hmm", data_file("epil.csv"), "--target", "trt", "--sequence", "subject"], "--target"),
+    (["hmm", data_file("epil.csv"), "--target", "y", "--order", "trt"], "--order"),
+    (["hierarchical", data_file("radon.csv"), "--target", "county.name", "--group", "county"], "--target"),
+    (["linreg", data_file("iris.csv"), "--target", "Species", "--columns", "Sepal.Length"], "--target"),
+    (["mixreg", data_file("iris.csv"), "--target", "Species", "-k", "2", "--columns", "Sepal.Length"],
+     "--target"),
+])
+def test_text_target_advice_names_option(argv, option, capsys):
+    error = run_error(argv, capsys)
+    assert "must be numeric, but line 2 has" in error
+    assert f"pass a numeric column to {option}" in error
+    assert "--columns" not in error
+
+
+def test_text_predictor_advice_names_columns(capsys):
+    argv = ["hierarchical", data_file("radon.csv"), "--target", "log.radon", "--group", "county",
+            "--columns", "county.name"]
+    error = run_error(argv, capsys)
+    assert "column 'county.name'" in error
+    assert "choose numeric columns with --columns" in error
+
+
+# CSV line numbers: the header is line 1, and blank lines count.
+
+
+BLANK_LINE_CSV = "rownames,a,b,g\nr1,1,2,x\n\nr2,oops,3,x\nr3,4,5,y\nr4,2,6,y\n"
+
+
+@pytest.mark.parametrize("argv", [
+    ["gmm", "{path}", "-k", "1"],
+    ["gmm", "{path}", "-k", "1", "--columns", "a,b"],
+    ["compare", "{path}", "-k", "1", "--columns", "a,b"],
+    ["linreg", "{path}", "--target", "b", "--columns", "a"],
+    ["mixture", "{path}", "--family", "poisson", "-k", "1", "--columns", "a,b"],
+    ["factor-analysis", "{path}", "--columns", "a,b", "-k", "1"],
+    ["hierarchical", "{path}", "--target", "b", "--group", "g", "--columns", "a"],
+])
+def test_bad_field_reported_by_csv_line(argv, tmp_path, capsys):
+    path = tmp_path / "blank.csv"
+    path.write_text(BLANK_LINE_CSV)
+    error = run_error([str(path) if arg == "{path}" else arg for arg in argv], capsys)
+    # 'oops' is on line 4: header, r1, a blank line, then r2.
+    assert "line 4" in error
+    assert "row " not in error
+
+
+def test_missing_value_reported_by_csv_line(tmp_path, capsys):
+    path = tmp_path / "gap.csv"
+    path.write_text("a,b\n1,2\n\n3,NA\n4,5\n")
+    error = run_error(["mixture", str(path), "--family", "poisson", "-k", "1", "--columns", "a,b"], capsys)
+    assert "the first is on line 4 (missing ['b'])" in error
+
+
+def test_ragged_row_reported_by_csv_line(tmp_path, capsys):
+    path = tmp_path / "ragged.csv"
+    path.write_text("a,b\n1,2\n\n3\n4,5\n")
+    error = run_error(["gmm", str(path), "-k", "1"], capsys)
+    assert "line 4: expected 2 fields like the header, got 1" in error

@@ -40,18 +40,24 @@ def header_of(path: Path) -> list[str]:
     return [name.strip() for name in header]
 
 
-def read_columns(path: Path, columns: list[str], missing: str) -> tuple[dict[str, list[str]], list[str]]:
-    """Read columns as text, passing the --missing warning on to stderr."""
+def read_columns(path: Path, columns: list[str],
+                 missing: str) -> tuple[dict[str, list[str]], list[str], list[int]]:
+    """Read columns as text, passing the --missing warning on to stderr.
+
+    Returns the table, the row labels and the CSV line of each row kept.
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        table, labels = read_csv_table(path, columns, missing=missing)
+        table, labels, lines = read_csv_table(path, columns, missing=missing, line_numbers=True)
     for warning in caught:
         print(f"fg-influence: warning: {warning.message}", file=sys.stderr)
-    return table, labels
+    return table, labels, lines
 
 
-def numeric_matrix(table: dict[str, list[str]], columns: list[str], labels: list[str]) -> np.ndarray:
-    return np.column_stack([numeric_column(table[name], name, labels) for name in columns])
+def numeric_matrix(table: dict[str, list[str]], columns: list[str], lines: list[int],
+                   option: str = "--columns") -> np.ndarray:
+    """Convert the named text columns to a float64 matrix; ``option`` is the option that named them."""
+    return np.column_stack([numeric_column(table[name], name, lines, option) for name in columns])
 
 
 def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> list[str]:

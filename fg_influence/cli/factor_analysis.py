@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import read_numeric_csv
+from .._csv import read_nonempty_rows, read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns,
@@ -55,12 +54,12 @@ def read_complete_rows(path: Path, columns: list[str] | None, err) -> tuple[np.n
         # read_numeric_csv words the errors for missing files and directories.
         read_numeric_csv(path, columns)
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if row]
+        rows, lines = read_nonempty_rows(handle)
     if len(rows) < 2:
         raise ValueError(f"CSV file {path} needs a header row and data rows")
     header = [name.strip() for name in rows[0]]
-    body = rows[1:]
-    for number, row in enumerate(body, start=2):
+    body, lines = rows[1:], lines[1:]
+    for number, row in zip(lines, body):
         if len(row) != len(header):
             raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the "
                              f"header, got {len(row)}")
@@ -73,7 +72,7 @@ def read_complete_rows(path: Path, columns: list[str] | None, err) -> tuple[np.n
     positions = [header.index(name) for name in columns]
     label_position = header.index("rownames") if "rownames" in header else None
     values, labels, dropped = [], [], 0
-    for number, row in enumerate(body, start=2):
+    for row_number, (number, row) in enumerate(zip(lines, body), start=1):
         fields = [row[j].strip() for j in positions]
         if any(field in MISSING for field in fields):
             dropped += 1
@@ -83,7 +82,7 @@ def read_complete_rows(path: Path, columns: list[str] | None, err) -> tuple[np.n
                 raise ValueError(f"column {name!r} of {path} must be numeric, but line {number} has "
                                  f"{field!r}; choose numeric columns with --columns")
         values.append([float(field) for field in fields])
-        labels.append(row[label_position] if label_position is not None else str(number - 1))
+        labels.append(row[label_position] if label_position is not None else str(row_number))
     if dropped:
         print(f"fg-influence: warning: dropped {dropped} row(s) with missing values in {columns}", file=err)
     if len(values) < 2:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import read_numeric_csv
+from .._csv import read_nonempty_rows, read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns
@@ -45,20 +44,24 @@ def register(commands) -> None:
     parser.set_defaults(handler=run)
 
 
-def read_group_column(path: Path, name: str) -> list[str]:
-    """The text values of column ``name``; the file has already been read once by read_numeric_csv."""
+def read_group_column(path: Path, name: str, option: str = "--group") -> list[str]:
+    """Return the text values of column ``name``, which the command-line ``option`` named.
+
+    The file has already been read once by read_numeric_csv, which checks
+    its encoding and row lengths.
+    """
     with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for row in csv.reader(handle) if row]
+        rows, lines = read_nonempty_rows(handle)
     header = [cell.strip() for cell in rows[0]]
     if name not in header:
-        raise ValueError(f"unknown --group column {name!r} in {path}; available columns: {header}")
+        raise ValueError(f"unknown {option} column {name!r} in {path}; available columns: {header}")
     position = header.index(name)
     values = [row[position].strip() for row in rows[1:]]
-    empty = [i + 2 for i, value in enumerate(values) if not value]
+    empty = [line for line, value in zip(lines[1:], values) if not value]
     if empty:
         raise ValueError(
-            f"--group column {name!r} of {path} has empty labels on line(s) {empty[:5]}; every row "
-            f"needs a group"
+            f"{option} column {name!r} of {path} has empty labels on line(s) {empty[:5]}; every row "
+            f"needs a label"
         )
     return values
 
@@ -75,7 +78,8 @@ def run(args, out=None) -> dict:
     if args.target in predictors or args.group in predictors or args.target == args.group:
         raise ValueError("--target, --group and --columns must name different columns")
     start = time.perf_counter()
-    data, columns, _ = read_numeric_csv(args.file, [args.target] + predictors)
+    data, columns, _ = read_numeric_csv(args.file, [args.target] + predictors,
+                                        column_options={args.target: "--target"})
     groups = read_group_column(args.file, args.group)
     y, X = data[:, 0], data[:, 1:]
 

@@ -56,7 +56,8 @@ def register(commands) -> None:
 def read_sequences(args, out_err) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Sequences of the target column, their labels and the label of each time step (single series)."""
     columns = [args.target] + ([args.order] if args.order else [])
-    data, _, row_labels = read_numeric_csv(args.file, columns)
+    options = {args.target: "--target", **({args.order: "--order"} if args.order else {})}
+    data, _, row_labels = read_numeric_csv(args.file, columns, column_options=options)
     values = data[:, 0]
     order_key = data[:, 1] if args.order else np.arange(values.size, dtype=float)
     if args.sequence is None:
@@ -69,7 +70,7 @@ def read_sequences(args, out_err) -> tuple[list[np.ndarray], list[str], list[str
         if args.differences:
             series, steps = np.diff(series), steps[1:]
         return [series], ["series"], steps
-    labels = read_group_column(args.file, args.sequence)
+    labels = read_group_column(args.file, args.sequence, "--sequence")
     distinct = list(dict.fromkeys(labels))
     sequences, kept = [], []
     short = []

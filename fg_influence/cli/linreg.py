@@ -46,9 +46,9 @@ def run(args) -> None:
         covariates = default_numeric_columns(args.file, [args.target], args.missing)
     if args.target in covariates:
         raise ValueError(f"--target {args.target!r} is also listed in --columns; remove it from --columns")
-    table, labels = read_columns(args.file, covariates + [args.target], args.missing)
-    X = numeric_matrix(table, covariates, labels)
-    y = numeric_matrix(table, [args.target], labels)[:, 0]
+    table, labels, lines = read_columns(args.file, covariates + [args.target], args.missing)
+    X = numeric_matrix(table, covariates, lines)
+    y = numeric_matrix(table, [args.target], lines, "--target")[:, 0]
 
     model = BayesianLinearRegression(fit_intercept=not args.no_intercept,
                                      coef_precision_prior=args.coef_precision_prior).fit(X, y)

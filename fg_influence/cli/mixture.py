@@ -73,12 +73,12 @@ def run(args) -> None:
             columns = [name for name in header_of(args.file) if name != "rownames"]
         else:
             columns = default_numeric_columns(args.file, [], args.missing)
-    table, labels = read_columns(args.file, columns, args.missing)
+    table, labels, lines = read_columns(args.file, columns, args.missing)
     categories = None
     if args.family == "categorical":
         X, categories = encode_categories(table, columns, args.max_categories)
     else:
-        X = numeric_matrix(table, columns, labels)
+        X = numeric_matrix(table, columns, lines)
 
     model = FAMILIES[args.family](args.components, n_init=args.n_init, random_state=args.seed,
                                   tol=args.tol).fit(X)
