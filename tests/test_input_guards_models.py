@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from fg_influence import io
+from fg_influence.influence import leave_group_out_kl
+from fg_influence.influence.exact import exact_kl
 
 from fg_influence.models import (
     BernoulliMixture,
@@ -290,3 +292,35 @@ def test_io_npy_file_rejected(tmp_path):
     np.save(path, np.arange(4.0))
     with pytest.raises(ValueError, match=r"it is not a NumPy \.npz \(zip\) file"):
         io.load(path)
+
+
+# progress of group influence
+
+
+@pytest.mark.parametrize("progress", [5, True, "bar"])
+def test_group_progress_not_callable_rejected(small_hierarchical, progress):
+    with pytest.raises(TypeError, match=rf"progress must be None or a callable called as progress\(done, total\) "
+                                        rf"after each refit, got {progress!r} of type {type(progress).__name__}"):
+        leave_group_out_kl(small_hierarchical.posterior_, [[0, 1]], method="exact", progress=progress)
+
+
+def test_exact_kl_progress_not_callable_rejected(small_hierarchical):
+    with pytest.raises(TypeError, match=r"progress must be None or a callable.*got 5 of type int"):
+        exact_kl(small_hierarchical.posterior_, [[0]], progress=5)
+
+
+def test_group_progress_called_with_exact(small_hierarchical):
+    calls = []
+    leave_group_out_kl(small_hierarchical.posterior_, [[0, 1], [2]], method="exact",
+                       progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("method", ["division", "linear-response"])
+def test_group_progress_ignored_warns(small_hierarchical, method):
+    calls = []
+    with pytest.warns(UserWarning, match=rf"progress is called only with method='exact'.*method='{method}' makes "
+                                         rf"no refits, so progress is ignored"):
+        leave_group_out_kl(small_hierarchical.posterior_, [[0, 1]], method=method,
+                           progress=lambda done, total: calls.append(done))
+    assert calls == []

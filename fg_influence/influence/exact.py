@@ -41,14 +41,16 @@ def exact_kl(posterior: Posterior, groups: Sequence, *, tol: float = REFIT_TOL,
     ----------
     groups : sequence of int or of sequences of int
         One entry per refit: a single site or a group of sites.
-    progress : callable, optional
-        Called as ``progress(done, total)`` after each refit.
+    progress : callable or None, optional
+        Called as ``progress(done, total)`` after each refit; None reports
+        nothing.
 
     Returns
     -------
     kl : ndarray, shape (len(groups),)
     refits : list of Posterior
     """
+    check_progress(progress)
     groups = [check_site_indices(group, posterior.n_sites) for group in groups]
     values = np.empty(len(groups))
     refits = []
@@ -59,3 +61,13 @@ def exact_kl(posterior: Posterior, groups: Sequence, *, tol: float = REFIT_TOL,
         if progress is not None:
             progress(index + 1, len(groups))
     return values, refits
+
+
+def check_progress(progress) -> None:
+    """Raise TypeError unless ``progress`` is None or a callable taking (done, total)."""
+    if progress is not None and not callable(progress):
+        raise TypeError(
+            f"progress must be None or a callable called as progress(done, total) after each "
+            f"refit, got {progress!r} of type {type(progress).__name__}; pass a function such as "
+            f"lambda done, total: print(done, total), or None"
+        )

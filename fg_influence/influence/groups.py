@@ -31,7 +31,7 @@ from ..exceptions import ImproperDivisionWarning, ImproperPosteriorError
 from ..graph.blocks import block_names
 from ..inference.posterior import Posterior
 from .division import divide, posterior_kl
-from .exact import exact_kl
+from .exact import check_progress, exact_kl
 
 __all__ = ["GROUP_METHODS", "leave_group_out_kl"]
 
@@ -60,9 +60,10 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
         first-order response of the other sites, g - s_M - (I - J)^-1 J s_M
         (see :mod:`fg_influence.influence.linear_response`). "exact" refits
         without the group, which costs one CAVI run per group.
-    progress : callable, optional
+    progress : callable or None, optional
         With ``method="exact"``, called as ``progress(done, total)`` after
-        each refit.
+        each refit. The other methods make no refits and never call it, so
+        passing it with them raises a UserWarning.
 
     Returns
     -------
@@ -74,8 +75,9 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
     Raises
     ------
     TypeError
-        If ``posterior`` is not a Posterior, ``method`` is not a string, or
-        a group contains non-integer positions.
+        If ``posterior`` is not a Posterior, ``method`` is not a string,
+        ``progress`` is neither None nor callable, or a group contains
+        non-integer positions.
     ValueError
         If ``method`` is unknown, ``groups`` or a group is empty, a position
         is out of range, or a group repeats a site.
@@ -92,6 +94,14 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
             f"posterior must be a fitted Posterior{hint}, got {type(posterior).__name__}"
         )
     method = check_method(method)
+    check_progress(progress)
+    if progress is not None and method != "exact":
+        warnings.warn(
+            f"progress is called only with method='exact', after each refit; method={method!r} "
+            f"makes no refits, so progress is ignored. Drop progress or pass method='exact'",
+            UserWarning,
+            stacklevel=2,
+        )
     checked, single = check_groups(groups, posterior.n_sites)
 
     if method == "exact":
