@@ -263,7 +263,7 @@ def test_io_bad_path_rejected(path, error, message):
     model = _county_model(np.array(list("ABCDEF")))
     with pytest.raises(error, match=message + ".*such as 'model.npz'"):
         io.save(model, path)
-    with pytest.raises(error, match=message + ".*\.npz file written by fg_influence.io.save"):
+    with pytest.raises(error, match=message + r".*\.npz file written by fg_influence.io.save"):
         io.load(path)
 
 
@@ -324,3 +324,28 @@ def test_group_progress_ignored_warns(small_hierarchical, method):
         leave_group_out_kl(small_hierarchical.posterior_, [[0, 1]], method=method,
                            progress=lambda done, total: calls.append(done))
     assert calls == []
+
+
+# HiddenMarkovModel.fit
+
+
+def test_hmm_flat_list_is_one_series():
+    values = [1, 2, 3, 4, 2, 1, 5, 6, 2, 1]
+    from_list = HiddenMarkovModel(2).fit(values)
+    from_array = HiddenMarkovModel(2).fit(np.array(values, dtype=float))
+    assert from_list.posterior_.n_sites == 1
+    assert from_list.lower_bound_ == from_array.lower_bound_
+
+
+@pytest.mark.parametrize("sequences, error, message", [
+    ([1, [2, 3]], TypeError, r"sequences must be either one series \(a flat list or 1-D array of numbers\) or a "
+                             r"list of series, not a mix; entries \[0\] are single numbers.*Pass \[x\] for one series"),
+    (5, TypeError, r"sequences must be a list of 1-D arrays, or one 1-D array for a single series, got 5 of type "
+                   r"int; pass \[x\] for one series x"),
+    (np.float64(2.0), TypeError, r"got np\.float64\(2\.0\)|got 2\.0 of type float64"),
+    ("1 2 3", TypeError, r"got '1 2 3' of type str"),
+    ([7], ValueError, r"sequence 0 has 1 value\(s\), but every sequence needs at least 2"),
+])
+def test_hmm_bad_sequences_rejected(sequences, error, message):
+    with pytest.raises(error, match=message):
+        HiddenMarkovModel(2).fit(sequences)

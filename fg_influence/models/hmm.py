@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +25,32 @@ FACTORS = {"poisson": PoissonHMMFactor, "gaussian": GaussianHMMFactor}
 def sequences_to_ragged(sequences) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate a list of 1-D sequences; return values (n_rows,) and offsets (S + 1,).
 
+    One 1-D array, or a flat list of numbers, is a single sequence.
+
     Raises ValueError for a sequence with fewer than 2 values, because a
     sequence of one value has no transition and carries no information about the chain.
     """
+    if (isinstance(sequences, (str, bytes)) or not hasattr(sequences, "__iter__")
+            or (isinstance(sequences, np.ndarray) and sequences.ndim == 0)):
+        raise TypeError(
+            f"sequences must be a list of 1-D arrays, or one 1-D array for a single series, got "
+            f"{sequences!r} of type {type(sequences).__name__}; pass [x] for one series x"
+        )
     if isinstance(sequences, np.ndarray) and sequences.ndim == 1:
         sequences = [sequences]
+    elif not isinstance(sequences, np.ndarray):
+        sequences = list(sequences)
+        scalars = [_is_number(entry) for entry in sequences]
+        if sequences and all(scalars):
+            # A flat list of numbers (or a pandas Series) is one series, like a 1-D array.
+            sequences = [np.asarray(sequences)]
+        elif any(scalars):
+            mixed = [i for i, flag in enumerate(scalars) if flag][:5]
+            raise TypeError(
+                f"sequences must be either one series (a flat list or 1-D array of numbers) or a "
+                f"list of series, not a mix; entries {mixed} are single numbers while others are "
+                f"sequences. Pass [x] for one series x, or [x1, x2, ...] for several"
+            )
     arrays = []
     for index, sequence in enumerate(sequences):
         array = as_float_array(sequence, f"sequence {index}", ndim=1)
@@ -42,6 +64,10 @@ def sequences_to_ragged(sequences) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError("sequences must contain at least one sequence, got none")
     offsets = np.concatenate(([0], np.cumsum([a.size for a in arrays]))).astype(np.int64)
     return np.concatenate(arrays), offsets
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (str, bytes))
 
 
 def build_hmm_graph(values, offsets, *, emission: str, initial_prior, transition_prior, emission_prior,
@@ -139,7 +165,14 @@ class HiddenMarkovModel:
         }
 
     def fit(self, sequences) -> "HiddenMarkovModel":
-        """Fit a list of 1-D sequences (or one 1-D array, a single series)."""
+        """Fit a list of 1-D sequences, or a single series given as one 1-D array or flat list of numbers.
+
+        Parameters
+        ----------
+        sequences : list of array_like, each shape (T_s,), or array_like, shape (T,)
+            One entry per sequence, each of at least 2 values; a flat list
+            or 1-D array of numbers is one series.
+        """
         values, offsets = sequences_to_ragged(sequences)
         self._priors = self.priors(values)
         graph = build_hmm_graph(values, offsets, emission=self.emission, **self._priors)
