@@ -6,11 +6,16 @@ command-line options, not the library's Python argument names.
 
 from __future__ import annotations
 
+import importlib
+import re
 from importlib import resources
 
+import numpy as np
 import pytest
 
 from fg_influence import cli
+from fg_influence.exceptions import ConvergenceWarning
+from fg_influence.models import FactorAnalysis, GaussianMixture
 
 DATA = resources.files("fg_influence.datasets").joinpath("data")
 
@@ -176,3 +181,65 @@ def test_ragged_row_reported_by_csv_line(tmp_path, capsys):
     path.write_text("a,b\n1,2\n\n3\n4,5\n")
     error = run_error(["gmm", str(path), "-k", "1"], capsys)
     assert "line 4: expected 2 fields like the header, got 1" in error
+
+
+# Library advice in command-line words
+
+
+def options_of(name: str) -> set[str]:
+    return cli._subcommand_options(cli.build_parser(), name)
+
+
+def python_names_left(text: str) -> list[str]:
+    """Return the Python argument names left in ``text``, other than the pointer to the Python API."""
+    text = text.replace("the Python API's max_iter", "")
+    return re.findall(r"(?<![-\w.'])(?:tol|n_init|max_iter|random_state)\b", text)
+
+
+ADVICE_BY_SUBCOMMAND = [
+    ("linear_response", "MIXTURE_ADVICE", "mixture"),
+    ("linear_response", "MIXTURE_ADVICE", "gmm"),
+    ("linear_response_blocks", "ADVICE", "hierarchical"),
+    ("linear_response_factor_analysis", "ADVICE", "factor-analysis"),
+    ("linear_response_hmm", "ADVICE", "hmm"),
+    ("linear_response_lda", "ADVICE", "lda"),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "subcommand"), ADVICE_BY_SUBCOMMAND)
+def test_response_advice_names_options(module, name, subcommand):
+    advice = getattr(importlib.import_module(f"fg_influence.influence.{module}"), name)
+    for key, text in advice.items():
+        rewritten = cli._command_line_words(text, options_of(subcommand))
+        assert python_names_left(rewritten) == [], (key, rewritten)
+        assert "method='division'" not in rewritten
+
+
+def test_convergence_warning_names_options():
+    X = np.random.default_rng(3).normal(size=(40, 2))
+    with pytest.warns(ConvergenceWarning) as caught:
+        GaussianMixture(2, max_iter=2, random_state=0).fit(X)
+    message = str(caught[0].message)
+    assert "n_init" in message  # the library's own wording is unchanged
+
+    rewritten = cli._command_line_words(message, options_of("mixture"))
+    assert python_names_left(rewritten) == []
+    assert "try a larger --n-init" in rewritten
+    # factor-analysis has --tol but no --n-init, so its advice leaves --n-init out.
+    without_n_init = cli._command_line_words(message, options_of("factor-analysis"))
+    assert "n-init" not in without_n_init
+    assert "loosen --tol" in without_n_init
+
+
+def test_factor_analysis_error_names_options(monkeypatch, capsys):
+    advice = importlib.import_module("fg_influence.influence.linear_response_factor_analysis").ADVICE
+
+    class SingularFit(FactorAnalysis):
+        def fit(self, X):
+            raise ValueError(f"I - J is singular. {advice['singular']}")
+
+    monkeypatch.setattr("fg_influence.cli.factor_analysis.FactorAnalysis", SingularFit)
+    error = run_error(["factor-analysis", data_file("iris.csv"), "-k", "1"], capsys)
+    assert "Refit with a smaller --tol" in error
+    assert "--method division" in error
+    assert python_names_left(error) == []
