@@ -247,3 +247,20 @@ def test_single_category_column_raises():
     model = CategoricalMixture(2, random_state=0).fit(codes)
     with pytest.raises(NotImplementedError, match="not positive definite.*single category"):
         model.influence(method="linear-response")
+
+
+def test_uncentred_column_error_suggests_centring(capsys):
+    from pathlib import Path
+
+    import fg_influence
+    from fg_influence.cli import main as cli_main
+
+    # The penguins' year column (about 2008, standard deviation 0.8) loses
+    # the curvature of its Normal-Gamma coordinates to rounding.
+    penguins = Path(fg_influence.__file__).parent / "datasets" / "data" / "penguins.csv"
+    code = cli_main(["mixture", str(penguins), "--family", "gaussian-diag", "-k", "3",
+                     "--missing", "drop", "--method", "linear-response"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "centre and scale it" in err
+    assert "Traceback" not in err

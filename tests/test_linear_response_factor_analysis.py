@@ -362,3 +362,15 @@ def test_cli_linear_response_needs_one_factor(capsys):
                  "--method", "linear-response"])
     assert code != 0
     assert "--method linear-response needs --factors 1, got 2" in capsys.readouterr().err
+
+
+def test_unscaled_columns_get_a_centring_error():
+    X = load_iris().data.copy()
+    X[:, 0] = X[:, 0] * 1e6 + 1e9
+    model = FactorAnalysis(1).fit(X)
+    # Division works on such data; the Hessian of the coordinates does not
+    # survive the rounding, and the error says what to do instead of
+    # showing NumPy's LinAlgError.
+    model.influence()
+    with pytest.raises(ValueError, match=r"not numerically positive definite.*Centre and scale the columns"):
+        model.influence(method="linear-response")

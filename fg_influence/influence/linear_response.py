@@ -952,7 +952,7 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
         hessian[:, start:start + b.size, start:start + b.size] = b.hessian
         start += b.size
     hessian = 0.5 * (hessian + np.swapaxes(hessian, 1, 2))
-    chol = np.linalg.cholesky(hessian)
+    chol = hessian_cholesky(hessian, [b.variable for b in blocks])
 
     # B = L^T V L, block (k, l) = L_k^T V_kl L_l.
     moments = None
@@ -1034,6 +1034,29 @@ def _largest_eigenvalue(matrix: np.ndarray) -> float:
         return float(value[0])
     except (sparse_linalg.ArpackNoConvergence, ValueError):
         return float(np.linalg.eigvalsh(matrix)[-1])
+
+
+def hessian_cholesky(hessian: np.ndarray, variables) -> np.ndarray:
+    """Return the lower Cholesky factor of H = d mu / d g (one matrix or a batch).
+
+    Raises
+    ------
+    ValueError
+        If H is not numerically positive definite, which happens when
+        columns of the data lie far from the origin compared with their
+        spread and the rounding of the posterior's coordinates swamps their
+        curvature.
+    """
+    try:
+        return np.linalg.cholesky(hessian)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"the Hessian of the log-partition of {sorted(variables)} is not numerically positive "
+            f"definite, so the linear-response correction cannot be computed; this happens when "
+            f"columns of the data lie far from the origin compared with their spread. Centre and scale "
+            f"the columns (subtract the mean, divide by the standard deviation) and refit, or use "
+            f"method='division'"
+        ) from None
 
 
 #: Advice in the errors and warnings about I - J, for mixtures.

@@ -102,6 +102,7 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
     IllConditionedResponseWarning,
     SingularResponseError,
     check_conditioning,
+    hessian_cholesky,
 )
 
 __all__ = [
@@ -433,7 +434,7 @@ def build_hierarchical_response_system(posterior: Posterior, *, warn: bool = Tru
     messages = global_coordinates(layout, *(site_messages(posterior, name, all_sites) for name in variables))
 
     hessian = log_partition_hessian(layout, mean, precision, noise)
-    chol = np.linalg.cholesky(hessian)
+    chol = hessian_cholesky(hessian, variables)
     information = group_information(mean, precision, noise, likelihood.group_stats(posterior))
     information = 0.5 * (information + np.swapaxes(information, 1, 2))
     positions = layout.statistics

@@ -439,8 +439,10 @@ def _conjugate_block(factor: ConjugateLikelihoodFactor, posterior: Posterior, va
     if not _positive_definite(hessian):
         raise _unsupported(
             factor, f"the Hessian of the log-partition of {variable!r} is not positive definite, so "
-            f"some of its coordinates do not move its expected statistics (a Dirichlet over a single "
-            f"category is a point mass); drop such columns")
+            f"some of its coordinates do not move its expected statistics. Two causes are usual: a "
+            f"column far from the origin compared with its spread (such as a year near 2008 with a "
+            f"standard deviation below 1), whose curvature is lost to rounding, so centre and scale "
+            f"it; or a Dirichlet over a single category, which is a point mass, so drop that column")
     return builder.block(hessian)
 
 

@@ -125,6 +125,7 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
     IllConditionedResponseWarning,
     SingularResponseError,
     check_conditioning,
+    hessian_cholesky,
 )
 from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinates is re-exported)
     DenseResponseSystem,
@@ -513,7 +514,7 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
     latent_covariance = 0.5 * (latent_covariance + latent_covariance.T)
 
     hessian = log_partition_hessian(layout, loadings, noise)
-    chol = np.linalg.cholesky(hessian)
+    chol = hessian_cholesky(hessian, variables)
     information = message_information(layout, loadings, noise, latent_covariance, block_statistics(x, latent_mean))
     information = 0.5 * (information + information.T)
     b_sym = chol.T @ information @ chol

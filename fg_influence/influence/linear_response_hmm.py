@@ -67,6 +67,7 @@ from .linear_response import (  # noqa: F401  (the exception types are re-export
     IllConditionedResponseWarning,
     SingularResponseError,
     check_conditioning,
+    hessian_cholesky,
     normal_wishart_hessian,
 )
 from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinates is re-exported)
@@ -420,7 +421,7 @@ def build_hidden_markov_response_system(posterior: Posterior, *, warn: bool = Tr
                            coordinates.pack(site_messages(posterior, factor.emission, all_sites)))
 
     hessian = log_partition_hessian(layout, initial, transition, coordinates.hessian(emission))
-    chol = np.linalg.cholesky(hessian)
+    chol = hessian_cholesky(hessian, [factor.initial, factor.transition, factor.emission])
     inputs = chain_inputs(factor, coordinates, posterior)
     information = chain_statistics_covariance(*inputs, all_sites.astype(np.int64))
     information = 0.5 * (information + information.T)
