@@ -7,6 +7,7 @@ command-line options, not the library's Python argument names.
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from importlib import resources
 
@@ -243,3 +244,41 @@ def test_factor_analysis_error_names_options(monkeypatch, capsys):
     assert "Refit with a smaller --tol" in error
     assert "--method division" in error
     assert python_names_left(error) == []
+
+
+# JSON layout and agreement line
+
+
+def test_factor_analysis_json_rows_like_mixture(tmp_path, capsys):
+    json_path = tmp_path / "fa.json"
+    argv = ["factor-analysis", data_file("iris.csv"), "-k", "1", "--exact", "3", "--json", str(json_path)]
+    assert cli.main(argv) == 0
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [record["row"] for record in rows] == list(range(150))
+    assert [record["label"] for record in rows[:3]] == ["1", "2", "3"]
+    assert all(isinstance(record["improper"], bool) for record in rows)
+    # As in the mixture documents, exact_kl is present only for refitted rows.
+    assert sum("exact_kl" in record for record in rows) == 3
+
+    out = capsys.readouterr().out
+    assert re.search(r"Agreement with exact refits over 3 rows: .*, median relative error [\d.e+-]+%", out)
+
+
+def test_hierarchical_json_sites_are_positions(tmp_path):
+    json_path = tmp_path / "groups.json"
+    argv = ["hierarchical", data_file("sleepstudy.csv"), "--target", "Reaction", "--group", "Subject",
+            "--json", str(json_path)]
+    assert cli.main(argv) == 0
+    groups = json.loads(json_path.read_text())["groups"]
+    assert [record["site"] for record in groups] == list(range(18))
+    labels = [int(record["label"]) for record in groups]
+    assert labels == sorted(labels)
+
+
+def test_hmm_json_sites_are_positions(tmp_path):
+    json_path = tmp_path / "sequences.json"
+    argv = ["hmm", data_file("epil.csv"), "--target", "y", "--sequence", "subject", "--json", str(json_path)]
+    assert cli.main(argv) == 0
+    sites = json.loads(json_path.read_text())["sites"]
+    assert [record["site"] for record in sites] == list(range(59))
+    assert sites[0]["label"] == "1"

@@ -163,7 +163,8 @@ def _json_document(model, result, coef_names, args, accuracy) -> dict:
     groups = []
     for j in range(result.n_sites):
         groups.append({
-            "group": str(model.group_labels_[j]),
+            "site": j,
+            "label": str(model.group_labels_[j]),
             "rows": int(model.group_sizes_[j]),
             "coefficients": model.group_coef_[j].tolist(),
             "kl": _finite_or_none(result.kl[j]),

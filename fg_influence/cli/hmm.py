@@ -151,7 +151,8 @@ def run(args, out=None) -> dict:
     records = []
     for i in range(kl.size):
         records.append({
-            "site": str(site_labels[i]),
+            "site": i,
+            "label": str(site_labels[i]),
             "kl": _finite_or_none(kl[i]),
             "exact_kl": _finite_or_none(exact_lookup[i]) if i in exact_lookup else None,
         })

@@ -113,7 +113,9 @@ def run(args, out=None) -> dict:
     if result.exact_sites.size >= 2:
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} documents: Spearman "
-              f"{format_spearman(accuracy['spearman'])}", file=out)
+              f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
+              f"{accuracy['top_k_overlap']:.0%}, median relative error "
+              f"{100 * accuracy['median_relative_error']:.3g}%", file=out)
     print(f"Total time: {time.perf_counter() - start:.1f} s", file=out)
 
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
@@ -124,7 +126,7 @@ def run(args, out=None) -> dict:
         "method": args.method,
         "topics": topics,
         "accuracy": _json_accuracy(accuracy),
-        "documents": [{"document": names[d], "kl": _finite_or_none(result.kl[d]),
+        "documents": [{"site": d, "label": names[d], "kl": _finite_or_none(result.kl[d]),
                        "exact_kl": _finite_or_none(exact_lookup[d]) if d in exact_lookup else None}
                       for d in range(n_documents)],
     }
