@@ -261,5 +261,6 @@ def numeric_column(values: list[str], name: str, lines: list[int], option: str =
                 f"{_numeric_advice(name, {name: option})}"
             ) from None
         if not np.isfinite(array[i]):
-            raise ValueError(f"column {name!r} must be finite, but line {lines[i]} has {text!r}")
+            raise ValueError(f"column {name!r} must be finite, but line {lines[i]} has {text!r}; "
+                             f"remove or impute the value first")
     return array
