@@ -368,9 +368,9 @@ def test_unscaled_columns_get_a_centring_error():
     X = load_iris().data.copy()
     X[:, 0] = X[:, 0] * 1e6 + 1e9
     model = FactorAnalysis(1).fit(X)
-    # Division works on such data; the Hessian of the coordinates does not
-    # survive the rounding, and the error says what to do instead of
-    # showing NumPy's LinAlgError.
+    # Division works on such data. The Hessian of the coordinates does not
+    # survive the rounding, and the error names the fix in place of
+    # NumPy's LinAlgError.
     model.influence()
     with pytest.raises(ValueError, match=r"not numerically positive definite.*Centre and scale the columns"):
         model.influence(method="linear-response")

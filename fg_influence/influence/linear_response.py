@@ -77,7 +77,7 @@ RESP_TOL = 1e-8
 
 #: Eigen-directions of J whose gain lambda / (1 - lambda) is at most this
 #: value are left out of the all-site pass in the eigenbasis (the KL's
-#: moments route keeps them all). Leaving them out changes the
+#: moments route uses SINGLE_SITE_TOL instead). Leaving them out changes the
 #: corrected coordinates by at most RANK_TOL relative to the site's message
 #: (in the norm of the Hessian H), and so the KL by about 2 RANK_TOL
 #: relative. On 100,000 points in ten overlapping clusters this kept 69 of
