@@ -152,3 +152,11 @@ def test_cli_drops_short_chick(capsys):
     assert "dropped 1 sequence(s) with fewer than 2 values: ['18']" in captured.err
     assert "49 sequence(s)" in captured.out
 
+
+
+def test_gaussian_values_far_from_zero_suggest_centring():
+    x = np.random.default_rng(0).normal(1e8, 1.0, size=200)
+    # Values near 1e8 with unit spread make the Normal-Wishart count
+    # coordinates cancel, and the error suggests centring and scaling.
+    with pytest.raises(ValueError, match=r"lost positive definiteness.*centre and scale"):
+        HiddenMarkovModel(2, emission="gaussian").fit([x])

@@ -176,7 +176,18 @@ class HiddenMarkovModel:
         values, offsets = sequences_to_ragged(sequences)
         self._priors = self.priors(values)
         graph = build_hmm_graph(values, offsets, emission=self.emission, **self._priors)
-        self.posterior_ = fit_cavi(graph, tol=self.tol, max_iter=self.max_iter)
+        try:
+            self.posterior_ = fit_cavi(graph, tol=self.tol, max_iter=self.max_iter)
+        except ValueError as error:
+            if "positive definite" not in str(error):
+                raise
+            # As for the Gaussian mixture, the count coordinates cancel when the
+            # values sit far from 0 compared with their spread.
+            raise ValueError(
+                f"fitting the sequences failed because a state's posterior lost positive definiteness "
+                f"({error}). This happens when the values are far from 0 relative to their spread; "
+                f"centre and scale them first, for example (x - mean) / sd over all sequences"
+            ) from None
         posterior = self.posterior_
         self.initial_ = posterior.globals["initial"].mean()
         self.transition_ = posterior.globals["transition"].mean()
