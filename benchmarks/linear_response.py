@@ -8,8 +8,9 @@ with overlapping clusters, then times, in the same process:
 * division for all sites (the default method; the fastest of 5);
 * the linear-response correction for all sites (assembling J, its
   largest eigenvalue, the factorisation of I - J and the KL of every site;
-  the fastest of 5), and then the LOO predictive density and the shifts,
-  which are computed on first access;
+  the fastest of 5);
+* the LOO predictive density and the shifts, which the result computes
+  on first access;
 * a few exact refits without one site, scaled to all N sites.
 
 Usage::

@@ -618,22 +618,19 @@ class ResponseSystem:
 
     @cached_property
     def _response_and_kl_form(self) -> tuple[np.ndarray, np.ndarray]:
-        # One BLAS thread: these follow Numba's parallel kernels, whose idle
-        # threads still spin, and on 2 cores two BLAS threads took 0.045 s
-        # here against 0.02 s for one (G = 680).
-        with _one_blas_thread():
-            return self._response_and_kl_form_unlimited()
-
-    def _response_and_kl_form_unlimited(self) -> tuple[np.ndarray, np.ndarray]:
         size = self.symmetric.shape[0]
         response, form = np.zeros((size, size)), np.zeros((size, size))
         for index in self.groups:
             whole = index.size == size
             sub = -(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
             sub[np.diag_indices(index.size)] += 1.0
-            factor, info = lapack.dpotrf(sub, lower=1, overwrite_a=1)
-            if info == 0:
-                inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
+            # One BLAS thread: this follows Numba's parallel kernels, whose idle
+            # threads still spin. On 2 cores two BLAS threads took 0.045 s here
+            # against 0.02 s for one (G = 680).
+            with _one_blas_thread():
+                factor, info = lapack.dpotrf(sub, lower=1, overwrite_a=1)
+                if info == 0:
+                    inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
                 raise SingularResponseError(
                     f"I - J is not positive definite (largest eigenvalue of J "
@@ -645,7 +642,8 @@ class ResponseSystem:
             part = lower + lower.T
             part[np.diag_indices(index.size)] -= np.diagonal(lower) + 1.0
             # R is symmetric, so R^2 = R R^T, one symmetric rank-k update filling the upper triangle.
-            upper = blas.dsyrk(1.0, part)
+            with _one_blas_thread():
+                upper = blas.dsyrk(1.0, part)
             square = upper + upper.T
             square[np.diag_indices(index.size)] -= np.diagonal(upper)
             if whole:
@@ -902,7 +900,7 @@ def _one_blas_thread():
 
     Each product of a chunk of sites with a Q x Q block is too small to
     gain from BLAS threads, and waking them for every product cost more
-    than it saved: on 2 cores, the KL pass of 100,000 sites in ten
+    than it saved. On 2 cores, the KL pass of 100,000 sites in ten
     clusters took 0.17 s with one BLAS thread and 0.21 to 0.33 s with two.
     """
     return _blas_controller().limit(limits=1, user_api="blas")
@@ -993,7 +991,7 @@ def _small_block_kl(small, rows, f, r, e_by_name, added) -> None:
 
 
 def _pairs_are_cheaper(n_entries: int, q: int, n_sites: int, n_pairs: int, n_moments: int) -> bool:
-    """Whether n_entries (site, pair) products of Q x Q cost less than n_sites rows of distinct products."""
+    """Tell whether n_entries (site, pair) products of Q x Q cost less than n_sites rows of distinct products."""
     return n_entries * q * q < n_sites * (n_pairs + 1) * n_moments
 
 
@@ -1198,11 +1196,9 @@ class LinearResponseSummaries:
                 "kl_route='eigenbasis' or None"
             )
         self.kl_route = kl_route
-        if not system.groups:
-            pass
-        elif kl_route == "moments":
+        if system.groups and kl_route == "moments":
             self._add_kl_from_moments()
-        elif self.system.rank:
+        elif system.groups and system.rank:
             for sites, f, projected, z in self._chunks():
                 self._add_kl(sites, projected, z)
                 self._check_bounds(sites, f, z)
@@ -1280,8 +1276,9 @@ class LinearResponseSummaries:
           category.
         * For an ambiguous site, each f^T A_kl f is a fixed combination of
           the distinct products m_i of the site's base entries
-          (ResponseBlock.monomials), so one matrix product of the m_i with a
-          coefficient column per pair (k, l) gives the total.
+          (ResponseBlock.monomials). One matrix product of the m_i with a
+          coefficient column per pair (k, l) then gives the total, unless one
+          Q x Q product per active pair is cheaper.
 
         A smaller block v gets c_v . z + |U_v z|^2 / 2 in the same terms,
         y_v . e_v + |e_v|^2 / 2 with e_v = (R y)_v linear in s_i, and the
@@ -1298,8 +1295,8 @@ class LinearResponseSummaries:
         n_active = np.count_nonzero(resp, axis=1)
         ambiguous = np.flatnonzero((n_active >= 2) & np.any(resp[:, group_of >= 0] > 0.0, axis=1))
         # Pairs of categories active together at some ambiguous site; the others add nothing there.
-        active = (resp[ambiguous] > 0.0).astype(float)
-        together = active.T @ active > 0.0
+        active = resp[ambiguous] > 0.0
+        together = active.T.astype(float) @ active > 0.0
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
                  if group_of[k] >= 0 and group_of[k] == group_of[l] and together[k, l]]
         form = system.kl_blocks(pairs)
@@ -1327,7 +1324,7 @@ class LinearResponseSummaries:
             self._add_single_site_kl(resp, n_active, dominant, group_of, small, bounds, total, added)
         # Ambiguous sites: by distinct products, or pair by pair with one
         # Q x Q product per (site, pair) where that is cheaper.
-        pair_active = (resp[ambiguous][:, left] > 0.0) & (resp[ambiguous][:, right] > 0.0)
+        pair_active = active[:, left] & active[:, right]
         by_pairs = _pairs_are_cheaper(np.count_nonzero(pair_active), q, ambiguous.size, len(pairs),
                                       table.n_moments)
         step = min(table.chunk_rows, self.chunk_sites)

@@ -440,9 +440,7 @@ def build_hierarchical_response_system(posterior: Posterior, *, warn: bool = Tru
     positions = layout.statistics
     v = np.zeros((layout.size, layout.size))
     v[np.ix_(positions, positions)] = information.sum(axis=0)
-    b_sym = chol.T @ v @ chol
-    b_sym = 0.5 * (b_sym + b_sym.T)
-    eigenvalues = np.linalg.eigvalsh(b_sym)
+    b_sym, eigenvalues = symmetric_form(chol, v)
     condition = check_conditioning(float(eigenvalues[-1]), float(eigenvalues[0]), warn, ADVICE)
     return HierarchicalResponseSystem(
         layout=layout,
@@ -469,6 +467,13 @@ ADVICE = {
     "cause": "often a between-group precision that the data barely determine",
     "ill_conditioned": "use stronger priors on the precisions, or check the estimates against exact refits",
 }
+
+
+def symmetric_form(cholesky: np.ndarray, information: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return B = L^T V L, symmetrised, and its eigenvalues in ascending order."""
+    b_sym = cholesky.T @ information @ cholesky
+    b_sym = 0.5 * (b_sym + b_sym.T)
+    return b_sym, np.linalg.eigvalsh(b_sym)
 
 
 def newton_corrected_coordinates(system: DenseResponseSystem, site: int) -> np.ndarray:

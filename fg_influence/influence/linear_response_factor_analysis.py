@@ -131,6 +131,7 @@ from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinat
     DenseResponseSystem,
     corrected_global_kl,
     newton_corrected_coordinates,
+    symmetric_form,
 )
 
 __all__ = [
@@ -517,9 +518,7 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
     chol = hessian_cholesky(hessian, variables)
     information = message_information(layout, loadings, noise, latent_covariance, block_statistics(x, latent_mean))
     information = 0.5 * (information + information.T)
-    b_sym = chol.T @ information @ chol
-    b_sym = 0.5 * (b_sym + b_sym.T)
-    eigenvalues = np.linalg.eigvalsh(b_sym)
+    b_sym, eigenvalues = symmetric_form(chol, information)
     if n_factors >= 2:
         raise SingularResponseError(
             f"the linear-response correction for factor analysis supports one factor only, got "

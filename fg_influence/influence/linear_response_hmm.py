@@ -74,6 +74,7 @@ from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinat
     DenseResponseSystem,
     corrected_global_kl,
     newton_corrected_coordinates,
+    symmetric_form,
 )
 
 __all__ = [
@@ -425,9 +426,7 @@ def build_hidden_markov_response_system(posterior: Posterior, *, warn: bool = Tr
     inputs = chain_inputs(factor, coordinates, posterior)
     information = chain_statistics_covariance(*inputs, all_sites.astype(np.int64))
     information = 0.5 * (information + information.T)
-    b_sym = chol.T @ information @ chol
-    b_sym = 0.5 * (b_sym + b_sym.T)
-    eigenvalues = np.linalg.eigvalsh(b_sym)
+    b_sym, eigenvalues = symmetric_form(chol, information)
     condition = check_conditioning(float(eigenvalues[-1]), float(eigenvalues[0]), warn, ADVICE)
     return HiddenMarkovResponseSystem(
         layout=layout,
