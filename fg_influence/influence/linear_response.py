@@ -44,13 +44,13 @@ error that names the class and this registry.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
+import numba
 import numpy as np
 from scipy import linalg
 from scipy.linalg import blas, lapack
@@ -566,6 +566,18 @@ class ResponseSystem:
         return np.concatenate([b.features(sites) for b in self.blocks], axis=1)
 
     @cached_property
+    def pair_activity(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pairs of categories and the sites with some r_k r_l above RESP_TOL (see pair_activity)."""
+        return pair_activity(self.resp)
+
+    @cached_property
+    def base_values(self) -> np.ndarray | None:
+        """The base entries of every site, shape (N, B), when ``moments`` is set; else None."""
+        if self.moments is None:
+            return None
+        return np.ascontiguousarray(self.moments[0](np.arange(self.resp.shape[0])), dtype=float)
+
+    @cached_property
     def _directions(self) -> tuple[np.ndarray, np.ndarray]:
         k_count, q = self.n_categories, self.block_size
         columns, rates = [], []
@@ -779,61 +791,85 @@ def response_blocks(posterior: Posterior) -> tuple[str, list[ResponseBlock]]:
     return local, blocks
 
 
-def assemble_missing_information(resp: np.ndarray, features: Callable, moments=None) -> np.ndarray:
+def pair_activity(resp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pairs of categories k < l and the sites with some r_k r_l above RESP_TOL.
+
+    ``(together, ambiguous)``: a (K, K) boolean array set at [k, l] where
+    some site has r_k r_l above RESP_TOL, and an (N,) boolean array set at
+    the sites with such a pair.
+    """
+    together, ambiguous = lr_kernels.pair_activity(np.ascontiguousarray(resp, dtype=float), RESP_TOL,
+                                                   _n_parts())
+    return together.any(axis=0), ambiguous
+
+
+def assemble_missing_information(resp: np.ndarray, features: Callable, moments=None,
+                                 activity=None) -> np.ndarray:
     """Assemble V = sum_j Phi_j C_j Phi_j^T in category-block layout, shape (K Q, K Q).
 
     Block (k, l) is sum_j C_j[k, l] f_j f_j^T with C_j[k, k] = r_jk (1 - r_jk)
-    and C_j[k, l] = -r_jk r_jl. Only responsibilities above RESP_TOL enter,
-    so a site with one such responsibility (C_j below about K RESP_TOL)
-    costs nothing. ``features(sites)`` returns the site statistics, shape
-    (n, Q). The rows of C_j sum to zero, so only the blocks k != l are
-    summed and V_kk = -sum_{l != k} V_kl; this leaves out r_jk times the
-    responsibilities below RESP_TOL, at most K RESP_TOL relative.
+    and C_j[k, l] = -r_jk r_jl. The rows of C_j sum to zero, so only the
+    blocks k != l are summed and V_kk = -sum_{l != k} V_kl. Only pairs with
+    r_jk r_jl above RESP_TOL enter; the pairs left out add up to at most
+    K^2 RESP_TOL / 2 in C_j, and a site with no pair above it costs nothing.
+    ``features(sites)`` returns the site statistics, shape (n, Q), and
+    ``activity`` the result of pair_activity(resp) if already known.
 
     Two routes give the same V. The direct one costs one matrix product per
-    pair of categories over the sites where both are active, about Q^2
+    pair of categories over the sites where the pair enters, about Q^2
     multiply-adds per (site, pair). With ``moments = (base, table)``
     (see ResponseBlock and _MomentTable), every entry of f_j f_j^T is a
     product of entries of base_j, and V's blocks are read from
-    sum_j C_j[k, l] m_j, where m_j holds the S distinct products: one wide
-    matrix product costing S multiply-adds per (site, pair) over all pairs
-    at once. The cheaper route is taken.
+    sum_j r_jk r_jl m_j, where m_j holds the S distinct products: one
+    kernel pass costing S multiply-adds per (site, pair), taken when S is
+    below Q^2. There ``moments`` may carry a third entry, the base entries
+    of every site as one array.
     """
     n_sites, k_count = resp.shape
-    active = resp > RESP_TOL
-    ambiguous = np.flatnonzero(active.sum(axis=1) >= 2)
-    r, active = resp[ambiguous], active[ambiguous]
-    pairs, weights = [], []
-    for k in range(k_count):
-        for l in range(k + 1, k_count):
-            both = active[:, k] & active[:, l]
-            if both.any():
-                pairs.append((k, l))
-                weights.append(np.where(both, -r[:, k] * r[:, l], 0.0))
-    weights = np.stack(weights, axis=1) if pairs else np.zeros((ambiguous.size, 0))
-    v = None
-    if moments is not None:
-        table = moments[1]
+    resp = np.ascontiguousarray(resp, dtype=float)
+    together, ambiguous = pair_activity(resp) if activity is None else activity
+    pairs = [(int(k), int(l)) for k, l in zip(*np.nonzero(together))]
+    ambiguous = np.flatnonzero(ambiguous)
+    table = moments[1] if moments is not None else None
+    if table is not None and table.fast and table.n_moments < table.size ** 2:
         q = table.size
-        direct_cost = np.count_nonzero(weights) * q * q
-        if ambiguous.size * len(pairs) * table.n_moments < direct_cost:
-            v = _assemble_from_moments(ambiguous, weights, pairs, moments[0], table, k_count)
-    if v is None:
+        pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
+        for index, (k, l) in enumerate(pairs):
+            pair_of[k, l] = index
+        if len(moments) > 2:
+            base, sites, rows = moments[2], resp, ambiguous
+        else:
+            base = np.ascontiguousarray(moments[0](ambiguous), dtype=float)
+            sites, rows = resp[ambiguous], np.arange(ambiguous.size)
+        parts = lr_kernels.pair_moment_sums(base, sites, rows, RESP_TOL, pair_of, len(pairs), table.runs,
+                                            table.n_moments, _n_parts())
+        sums = parts.sum(axis=0)
+        v = np.zeros((k_count, q, k_count, q))
+        for index, (k, l) in enumerate(pairs):
+            block = -sums[index][table.lookup]
+            v[k, :, l, :] = block
+            v[l, :, k, :] = block.T
+    else:
         f = features(ambiguous)
+        r = resp[ambiguous]
         q = f.shape[1]
         v = np.zeros((k_count, q, k_count, q))
         with _one_blas_thread():
-            for column, (k, l) in enumerate(pairs):
-                rows = np.flatnonzero(weights[:, column])
-                block = f[rows].T @ (f[rows] * weights[rows, column, None])
+            for k, l in pairs:
+                weights = r[:, k] * r[:, l]
+                rows = np.flatnonzero(weights > RESP_TOL)
+                block = -(f[rows].T @ (f[rows] * weights[rows, None]))
                 v[k, :, l, :] = block
                 v[l, :, k, :] = block.T
-        v = v.reshape(k_count * q, k_count * q)
-    q = v.shape[0] // k_count
-    blocks = v.reshape(k_count, q, k_count, q)
     for k in range(k_count):
-        blocks[k, :, k, :] = -(blocks[k].sum(axis=1) - blocks[k, :, k, :])
+        v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
+    v = v.reshape(k_count * q, k_count * q)
     return 0.5 * (v + v.T)
+
+
+def _n_parts() -> int:
+    """Number of parts the pair kernels split the sites into: one per Numba thread."""
+    return numba.get_num_threads()
 
 
 #: Floats per chunk of monomial products; bounds the memory of the moment routes.
@@ -843,9 +879,16 @@ MOMENT_CHUNK_FLOATS = 1 << 22
 class _MomentTable:
     """Distinct products of two features, each feature a product of base entries.
 
-    Products are ordered by degree, so that each one of degree at least 1
-    whose leading factors form another product is that product times one
-    base entry (``parents`` and ``lasts``).
+    A product is a sorted tuple of base columns. Products are in graded
+    order: by degree, then by their last (largest) column, then likewise by
+    the rest. Each product of degree at least 1 whose leading factors form
+    another product is that product times one base entry (``parents`` and
+    ``lasts``), and in this order the products of degree n + 1 ending in
+    column c are column c times a run of consecutive products of degree n,
+    all of them ending in a column up to c when every product up to that
+    degree is present. ``runs`` lists these runs (see
+    kernels.linear_response._fill_products); it is None when some product
+    of degree at least 1 has no parent.
     """
 
     def __init__(self, monomials):
@@ -854,7 +897,7 @@ class _MomentTable:
         for p, left in enumerate(monomials):
             for q, right in enumerate(monomials):
                 pair_keys[p, q] = tuple(sorted(left + right))
-        keys = sorted(set(pair_keys.values()), key=lambda key: (len(key), key))
+        keys = sorted(set(pair_keys.values()), key=lambda key: (len(key), key[::-1]))
         index = {key: s for s, key in enumerate(keys)}
         self.lookup = np.empty((self.size, self.size), dtype=np.int64)
         for (p, q), key in pair_keys.items():
@@ -869,8 +912,31 @@ class _MomentTable:
                 self.parents[s] = index[key[:-1]]
                 self.lasts[s] = key[-1]
         self.n_moments = len(keys)
-        for array in (self.lookup, self.slots, self.parents, self.lasts):
-            array.flags.writeable = False
+        self.runs = self._runs(keys)
+        # A constant feature f_c = 1 makes each feature a product f_q f_c,
+        # so linear functions of f are combinations of the products too.
+        constants = [p for p, monomial in enumerate(monomials) if not monomial]
+        self.linear_map = None
+        if constants:
+            slots_of = self.lookup[:, constants[0]]
+            self.linear_map = np.zeros((self.size, int(slots_of.max()) + 1))
+            self.linear_map[np.arange(self.size), slots_of] = 1.0
+        for array in (self.lookup, self.slots, self.parents, self.lasts, self.runs, self.linear_map):
+            if array is not None:
+                array.flags.writeable = False
+
+    def _runs(self, keys):
+        """Return rows (start, source, length, column) covering products 1.. (see the class), or None."""
+        if not keys or keys[0] != () or np.any(self.parents[1:] < 0):
+            return None
+        runs = []
+        for s in range(1, len(keys)):
+            start, source, length, column = runs[-1] if runs else (-1, -1, 0, -1)
+            if (column == self.lasts[s] and start + length == s and source + length == self.parents[s]):
+                runs[-1] = (start, source, length + 1, column)
+            else:
+                runs.append((s, int(self.parents[s]), 1, int(self.lasts[s])))
+        return np.array(runs, dtype=np.int64).reshape(-1, 4)
 
     @property
     def chunk_rows(self) -> int:
@@ -886,6 +952,11 @@ class _MomentTable:
         """Return c with f^T matrix f = c . products for every f, from a (size, size) matrix; shape (n_moments,)."""
         return np.bincount(self.lookup.ravel(), weights=np.asarray(matrix, dtype=float).ravel(),
                            minlength=self.n_moments)
+
+    @property
+    def fast(self) -> bool:
+        """Whether the pair kernels apply: products built by runs, and linear forms through a constant feature."""
+        return self.runs is not None and self.linear_map is not None
 
 
 @functools.lru_cache(maxsize=1)
@@ -910,23 +981,6 @@ def _one_blas_thread():
 def _moment_table(monomials: tuple) -> _MomentTable:
     """Build the _MomentTable of a tuple of monomials once per process (its arrays are read-only)."""
     return _MomentTable(monomials)
-
-
-def _assemble_from_moments(ambiguous, weights, pairs, base, table: _MomentTable, k_count: int) -> np.ndarray:
-    q = table.size
-    sums = np.zeros((len(pairs), table.n_moments))
-    step = table.chunk_rows
-    for start in range(0, ambiguous.size, step):
-        rows = slice(start, start + step)
-        sums += weights[rows].T @ table.products(base(ambiguous[rows]))
-    v = np.zeros((k_count, q, k_count, q))
-    for column, (k, l) in enumerate(pairs):
-        block = sums[column][table.lookup]
-        v[k, :, l, :] = block
-        if k != l:
-            v[l, :, k, :] = block.T
-    v = v.reshape(k_count * q, k_count * q)
-    return 0.5 * (v + v.T)
 
 
 def build_response_system(posterior: Posterior, *, warn: bool = True) -> ResponseSystem:
@@ -968,10 +1022,16 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
         for b, width in zip(blocks, probe):
             monomials.extend(tuple(offset + i for i in m) for m in b.monomials)
             offset += width
-        moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1),
-                   _moment_table(tuple(monomials)))
+        table = _moment_table(tuple(monomials))
+        if table.fast:
+            moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1), table)
+    activity = pair_activity(resp)
+    base_values = None
+    if moments is not None:
+        base_values = np.ascontiguousarray(moments[0](np.arange(resp.shape[0])), dtype=float)
     v = assemble_missing_information(
-        resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1), moments)
+        resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1),
+        None if moments is None else moments + (base_values,), activity)
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
     b_blocks = np.matmul(np.swapaxes(chol, 1, 2)[:, None], np.matmul(v_blocks, chol[None]))
     b_sym = b_blocks.transpose(0, 2, 1, 3).reshape(k_count * q, k_count * q)
@@ -979,7 +1039,10 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
 
     groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
     condition = check_conditioning(largest, smallest, warn)
-    return ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
+    system = ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
+    # Computed above already; the all-site pass reads them again.
+    system.__dict__.update(pair_activity=activity, base_values=base_values)
+    return system
 
 
 def _small_block_kl(small, rows, f, r, e_by_name, added) -> None:
@@ -988,11 +1051,6 @@ def _small_block_kl(small, rows, f, r, e_by_name, added) -> None:
         e = e_by_name[name]
         y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
         added[name][rows] = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
-
-
-def _pairs_are_cheaper(n_entries: int, q: int, n_sites: int, n_pairs: int, n_moments: int) -> bool:
-    """Tell whether n_entries (site, pair) products of Q x Q cost less than n_sites rows of distinct products."""
-    return n_entries * q * q < n_sites * (n_pairs + 1) * n_moments
 
 
 #: Groups up to this size get their extreme eigenvalues from a dense solver, larger ones from Lanczos.
@@ -1271,97 +1329,100 @@ class LinearResponseSummaries:
         The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
         with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i.
 
-        * A site with one active category k needs only r_ik^2 f_i^T A_kk f_i,
-          one product with a Q x Q matrix per site, taken category by
-          category.
-        * For an ambiguous site, each f^T A_kl f is a fixed combination of
+        * A site with no pair of categories whose responsibilities multiply
+          to more than RESP_TOL needs only r_ik^2 f_i^T A_kk f_i for its
+          largest category k: one product with a Q x Q matrix per site,
+          taken category by category.
+        * For the other sites, each f^T A_kl f is a fixed combination of
           the distinct products m_i of the site's base entries
-          (ResponseBlock.monomials). One matrix product of the m_i with a
-          coefficient column per pair (k, l) then gives the total, unless one
-          Q x Q product per active pair is cheaper.
+          (ResponseBlock.monomials), and one kernel pass sums
+          r_ik r_il c_kl . m_i over the pairs above RESP_TOL.
 
-        A smaller block v gets c_v . z + |U_v z|^2 / 2 in the same terms,
-        y_v . e_v + |e_v|^2 / 2 with e_v = (R y)_v linear in s_i, and the
-        largest block gets the rest of the total.
+        A smaller block v gets y_v . e_v + |e_v|^2 / 2, with y = L^T s_i and
+        e_v = (R y)_v linear in s_i (and so in the products of degree up to
+        that of f), and the largest block gets the rest of the total.
         """
         system = self.system
         base, table = system.moments
         k_count, q = system.n_categories, system.block_size
-        resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
-        n_sites = resp.shape[0]
+        raw = np.ascontiguousarray(system.resp, dtype=float)
+        n_sites = raw.shape[0]
         group_of = np.full(k_count, -1)
         for g, index in enumerate(system.groups):
             group_of[np.unique(index // q)] = g
-        n_active = np.count_nonzero(resp, axis=1)
-        ambiguous = np.flatnonzero((n_active >= 2) & np.any(resp[:, group_of >= 0] > 0.0, axis=1))
-        # Pairs of categories active together at some ambiguous site; the others add nothing there.
-        active = resp[ambiguous] > 0.0
-        together = active.T.astype(float) @ active > 0.0
+        together, ambiguous = system.pair_activity
+        # Pairs of categories in one group that some site has above RESP_TOL; the others add nothing.
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
-                 if group_of[k] >= 0 and group_of[k] == group_of[l] and together[k, l]]
+                 if group_of[k] >= 0 and group_of[k] == group_of[l] and (k == l or together[k, l])]
         form = system.kl_blocks(pairs)
-        coefficients = np.zeros((table.n_moments, len(pairs)))
+        pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
+        coefficients = np.zeros((len(pairs), table.n_moments))
         for column, (k, l) in enumerate(pairs):
-            coefficients[:, column] = table.coefficients(form[column]) * (1.0 if k == l else 2.0)
-        left = np.array([k for k, _ in pairs])
-        right = np.array([l for _, l in pairs])
+            pair_of[k, l] = column
+            coefficients[column] = table.coefficients(form[column]) * (1.0 if k == l else 2.0)
 
         # Smaller blocks: e_v = (R y)_v = sum_l r_l maps_v[:, :, l] f, with
         # maps_v[k, p, l] = R_{(k, p), l} L_l^T, shape (K, Q_v, K, Q).
         response = system.symmetric_response.reshape(k_count, q, k_count, q)
-        small = []
+        small, linear, own, owner, small_of = [], [], [], [], []
         for block in system.blocks:
-            if block.variable != self._largest:
-                part = self._slices[block.variable]
-                maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
-                small.append((block.variable, part, maps, system.cholesky[:, part, part]))
-        bounds = self._bound_rows()
+            if block.variable == self._largest:
+                continue
+            part = self._slices[block.variable]
+            maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
+            chol_v = system.cholesky[:, part, part]
+            small.append((block.variable, part, maps, chol_v))
+            # The same as linear forms in the products: output (k, p) of
+            # block v has e = sum_l r_l linear[(k, p), l] . m and
+            # y = r_k own[(k, p)] . m.
+            width = part.stop - part.start
+            linear.append(np.moveaxis((maps @ table.linear_map).reshape(k_count * width, k_count, -1), 1, 0))
+            own_f = np.zeros((k_count, width, q))
+            own_f[:, :, part] = np.swapaxes(chol_v, 1, 2)
+            own.append((own_f @ table.linear_map).reshape(k_count * width, -1))
+            owner.append(np.repeat(np.arange(k_count), width))
+            small_of.append(np.full(k_count * width, len(small) - 1))
+        n_linear = table.linear_map.shape[1]
+        linear = np.concatenate(linear, axis=1) if linear else np.zeros((k_count, 0, n_linear))
+        own = np.concatenate(own) if own else np.zeros((0, n_linear))
+        owner = np.concatenate(owner).astype(np.int64) if owner else np.zeros(0, dtype=np.int64)
+        small_of = np.concatenate(small_of).astype(np.int64) if small_of else np.zeros(0, dtype=np.int64)
+        norm = table.coefficients(np.eye(q))
+        norm_slots = np.flatnonzero(norm)
+
+        with _one_blas_thread():
+            bounds = self._bound_rows()
         total = np.zeros(n_sites)
         added = {name: np.zeros(n_sites) for name, _, _, _ in small}
-
+        resp = np.where(raw > RESP_TOL, raw, 0.0)
         dominant = np.argmax(resp, axis=1)
         with _one_blas_thread():
-            self._add_single_site_kl(resp, n_active, dominant, group_of, small, bounds, total, added)
-        # Ambiguous sites: by distinct products, or pair by pair with one
-        # Q x Q product per (site, pair) where that is cheaper.
-        pair_active = active[:, left] & active[:, right]
-        by_pairs = _pairs_are_cheaper(np.count_nonzero(pair_active), q, ambiguous.size, len(pairs),
-                                      table.n_moments)
-        step = min(table.chunk_rows, self.chunk_sites)
-        with _one_blas_thread() if by_pairs else contextlib.nullcontext():
-            for start in range(0, ambiguous.size, step):
-                rows = ambiguous[start:start + step]
-                f = system.features(rows)
-                r = resp[rows]
-                if by_pairs:
-                    active_here = pair_active[start:start + step]
-                    for column, (k, l) in enumerate(pairs):
-                        hits = np.flatnonzero(active_here[:, column])
-                        if hits.size:
-                            weight = r[hits, k] * r[hits, l] * (1.0 if k == l else 2.0)
-                            quadratic = np.einsum("na,na->n", f[hits] @ form[column], f[hits])
-                            total[rows[hits]] += weight * quadratic
-                else:
-                    values = table.products(base(rows)) @ coefficients
-                    total[rows] = np.einsum("np,np->n", values, r[:, left] * r[:, right])
-                e_by_name = {}
-                for name, part, maps, _ in small:
-                    width = part.stop - part.start
-                    products = (f @ maps.reshape(-1, q).T).reshape(rows.size, k_count, width, k_count)
-                    e_by_name[name] = np.einsum("nkpl,nl->nkp", products, r)
-                _small_block_kl(small, rows, f, r, e_by_name, added)
-                self._check_bounds_from_moments(rows, f, r, bounds)
+            self._add_single_site_kl(resp, ~ambiguous, dominant, group_of, small, bounds, total, added)
+
+        rows = np.flatnonzero(ambiguous)
+        values, norms = np.empty(rows.size), np.empty(rows.size)
+        parts = np.empty((rows.size, len(small)))
+        lr_kernels.pair_quadratic_forms(
+            system.base_values, raw, rows, RESP_TOL, pair_of, coefficients,
+            np.ascontiguousarray(linear), np.ascontiguousarray(own), owner, small_of, norm_slots.astype(np.int64),
+            norm[norm_slots], table.runs, _n_parts(), values, parts, norms)
+        total[rows] = values
+        for column, (name, _, _, _) in enumerate(small):
+            added[name][rows] = parts[:, column]
+        r = resp[rows]
+        f_norm = np.sqrt(np.maximum(norms, 0.0))
+        self._check_bounds_by_norms(rows, r, f_norm, f_norm * np.sqrt(np.einsum("nk,nk->n", r, r)), bounds)
         for name, values in added.items():
             self.kl_by_variable[name] += values
             total -= values
         self.kl_by_variable[self._largest] += total
 
-    def _add_single_site_kl(self, resp, n_active, dominant, group_of, small, bounds, total, added):
-        """Add the KL of the sites with one active category (see _add_kl_from_moments)."""
+    def _add_single_site_kl(self, resp, single, dominant, group_of, small, bounds, total, added):
+        """Add the KL of the sites without a pair above RESP_TOL (see _add_kl_from_moments)."""
         system = self.system
         k_count, q = system.n_categories, system.block_size
         for k in np.flatnonzero(group_of >= 0):
-            members = np.flatnonzero((n_active == 1) & (dominant == k))
+            members = np.flatnonzero(single & (dominant == k))
             if members.size == 0:
                 continue
             # y^T F y over the block (k, k) of F = R + R^2 / 2, from F's
@@ -1430,6 +1491,24 @@ class LinearResponseSummaries:
             messages = (r[near][:, :, None] * f[near][:, None, :]).reshape(near.size, -1)
             corrected = divided[near] - np.einsum("kpg,ng->nkp", rows_m, messages)
             self.improper[rows[near]] |= np.any(corrected <= lower, axis=(1, 2))
+
+    def _check_bounds_by_norms(self, rows, r, f_norm, s_norm, bounds):
+        """Flag sites whose corrected coordinates cross a block's lower bound, from |f_i| and |s_i|.
+
+        As _check_bounds_from_moments, with |f_i| in place of the entries of
+        f_i at the bounded coordinates; the statistics are computed only for
+        the sites that come within reach of a bound.
+        """
+        if rows.size == 0:
+            return
+        for coordinates, _, lower, _, reach in bounds:
+            lowest = coordinates - f_norm.max() - reach * s_norm.max()
+            if np.all(lowest > lower):
+                continue
+            slack = coordinates[None] - f_norm[:, None, None] - reach[None] * s_norm[:, None, None]
+            near = np.flatnonzero(np.any(slack <= lower, axis=(1, 2)))
+            if near.size:
+                self._check_bounds_from_moments(rows[near], self.system.features(rows[near]), r[near], bounds)
 
     def _check_bounds(self, sites, f, z):
         """Flag sites whose corrected coordinates cross a block's lower bound.

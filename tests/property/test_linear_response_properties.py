@@ -295,7 +295,6 @@ def test_moment_assembly_equals_direct(case):
     posterior = refreshed(small_fit(**case, tol=1e-8))
     _, blocks = lr.response_blocks(posterior)
     resp = posterior.locals["assignment"]
-    k_count = resp.shape[1]
 
     def features(sites):
         return np.concatenate([b.features(sites) for b in blocks], axis=1)
@@ -305,22 +304,10 @@ def test_moment_assembly_equals_direct(case):
     # monomials index the data columns directly.
     monomials = tuple(blocks[0].monomials) + tuple(blocks[1].monomials)
     table = lr._MomentTable(monomials)
-    active = resp > lr.RESP_TOL
-    ambiguous = np.flatnonzero(active.sum(axis=1) >= 2)
-    pairs, weights = [], []
-    for k in range(k_count):
-        for l in range(k, k_count):
-            both = active[ambiguous, k] & active[ambiguous, l]
-            r = resp[ambiguous]
-            value = r[:, k] * (1 - r[:, k]) if k == l else -r[:, k] * r[:, l]
-            pairs.append((k, l))
-            weights.append(np.where(both, value, 0.0))
-    weights = np.stack(weights, axis=1)
-    moments = lr._assemble_from_moments(ambiguous, weights, pairs, blocks[1].base, table, k_count)
-    # Both sum the same products in different orders, and the library takes
-    # V_kk as -sum_{l != k} V_kl, whose weights r_k sum_l r_l differ from
-    # r_k (1 - r_k) by the rounding of 1 - r_k: rounding only, measured up to
-    # 1.2e-12 relative.
+    assert table.fast
+    moments = lr.assemble_missing_information(resp, features, (blocks[1].base, table))
+    # Both sum the same products of the same pairs, in different orders and
+    # groupings: rounding only, measured up to 1.2e-12 relative.
     assert np.abs(moments - direct).max() <= 1e-10 * max(1.0, np.abs(direct).max())
 
 
