@@ -86,13 +86,13 @@ def exact_summaries(system, sites):
 @pytest.fixture(scope="module")
 def iris_untruncated(iris_fit):
     """All-site summaries keeping every direction with a positive gain."""
-    saved = lr.RANK_TOL, lr.SINGLE_SITE_TOL
-    lr.RANK_TOL = lr.SINGLE_SITE_TOL = 0.0
+    saved = lr.RANK_TOL
+    lr.RANK_TOL = 0.0
     try:
         summaries = lr.all_site_summaries(iris_fit.posterior_)
         summaries.loo_log_predictive
     finally:
-        lr.RANK_TOL, lr.SINGLE_SITE_TOL = saved
+        lr.RANK_TOL = saved
     return summaries
 
 
@@ -155,16 +155,12 @@ def test_shifts_match_corrected_means(iris_fit, iris_untruncated):
                            corrected["weights"].mean() - fitted["weights"].mean(), rtol=1e-8, atol=1e-11)
 
 
-@pytest.mark.parametrize(("kl_route", "tolerance_name"), [("moments", "SINGLE_SITE_TOL"),
-                                                         ("eigenbasis", "RANK_TOL")])
-def test_truncation_error_is_bounded(iris_fit, iris_untruncated, kl_route, tolerance_name):
+def test_truncation_error_is_bounded(iris_fit, iris_untruncated):
     # The eigenbasis route drops the directions with gain g <= RANK_TOL, each
-    # adding (g + g^2 / 2) c^2, and the c^2 sum to at most y^T y. The moments
-    # route drops, for sites with one active component, the eigenvalues of
-    # R + R^2 / 2 at most SINGLE_SITE_TOL, which add at most
-    # SINGLE_SITE_TOL y^T y. And y^T y is about twice division's KL; 2.5
-    # leaves room for division's KL differing from its quadratic
-    # approximation.
+    # adding (g + g^2 / 2) c^2, and the c^2 sum to at most y^T y. And y^T y
+    # is about twice division's KL; 2.5 leaves room for division's KL
+    # differing from its quadratic approximation.
+    kl_route, tolerance_name = "eigenbasis", "RANK_TOL"
     truncated = lr.LinearResponseSummaries(iris_fit.posterior_, kl_route=kl_route)
     assert 0 < truncated.system.rank < iris_untruncated.system.rank
     untruncated_kl = sum(iris_untruncated.kl_by_variable.values())
@@ -181,7 +177,6 @@ def test_kl_routes_agree_on_iris(iris_fit, monkeypatch, exact):
     _, ambiguous = lr.pair_activity(posterior.locals["assignment"])
     assert ambiguous.any() and not ambiguous.all()
     monkeypatch.setattr(lr, "RANK_TOL", 0.0)
-    monkeypatch.setattr(lr, "SINGLE_SITE_TOL", 0.0)
     if exact:
         monkeypatch.setattr(lr, "RESP_TOL", 0.0)
     eigenbasis = lr.LinearResponseSummaries(posterior, kl_route="eigenbasis")

@@ -76,22 +76,14 @@ from ..kernels import loo as loo_kernels
 RESP_TOL = 1e-8
 
 #: Eigen-directions of J whose gain lambda / (1 - lambda) is at most this
-#: value are left out of the all-site pass in the eigenbasis (the KL's
-#: moments route uses SINGLE_SITE_TOL instead). Leaving them out changes the
+#: value are left out of the all-site passes in the eigenbasis (the KL's
+#: moments route keeps every direction). Leaving them out changes the
 #: corrected coordinates by at most RANK_TOL relative to the site's message
 #: (in the norm of the Hessian H), and so the KL by about 2 RANK_TOL
 #: relative. On 100,000 points in ten overlapping clusters this kept 69 of
 #: 680 directions and moved no site's KL by more than 6e-4 relative, against
 #: keeping every direction with gain above 1e-6.
 RANK_TOL = 1e-3
-
-#: Eigenvalues of a component's block of R + R^2 / 2 at most this value are
-#: left out of the KL of the sites with one active component (moments
-#: route). Leaving them out changes such a site's added KL by at most
-#: SINGLE_SITE_TOL |y|^2, about 2e-6 of division's KL. With RANK_TOL in its
-#: place the median error against exact refits on Old Faithful rose from
-#: 1.9e-4 to 5.3e-4, because many eigenvalues just below 1e-3 add up.
-SINGLE_SITE_TOL = 1e-6
 
 #: Components whose share of a site's divided predictive density is below
 #: this value are left out of the predictive density's correction, because
@@ -1045,14 +1037,6 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     return system
 
 
-def _small_block_kl(small, rows, f, r, e_by_name, added) -> None:
-    """Set added[v][rows] = y_v . e_v + |e_v|^2 / 2 for each smaller block v (see _add_kl_from_moments)."""
-    for name, part, _, chol_v in small:
-        e = e_by_name[name]
-        y_v = r[:, :, None] * np.einsum("kab,na->nkb", chol_v, f[:, part])
-        added[name][rows] = np.einsum("nkp,nkp->n", y_v, e) + 0.5 * np.einsum("nkp,nkp->n", e, e)
-
-
 #: Groups up to this size get their extreme eigenvalues from a dense solver, larger ones from Lanczos.
 DENSE_EIGENVALUES_UP_TO = 256
 
@@ -1329,28 +1313,24 @@ class LinearResponseSummaries:
         The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
         with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i.
 
-        * A site with no pair of categories whose responsibilities multiply
-          to more than RESP_TOL needs only r_ik^2 f_i^T A_kk f_i for its
-          largest category k: one product with a Q x Q matrix per site,
-          taken category by category.
-        * For the other sites, each f^T A_kl f is a fixed combination of
-          the distinct products m_i of the site's base entries
-          (ResponseBlock.monomials), and one kernel pass sums
-          r_ik r_il c_kl . m_i over the pairs above RESP_TOL.
+        Each f^T A_kl f is a fixed combination c_kl . m_i of the distinct
+        products m_i of the site's base entries (ResponseBlock.monomials),
+        and one kernel pass sums r_ik r_il c_kl . m_i over the pairs k <= l
+        with r_ik r_il above RESP_TOL: one pair for most sites of
+        well-separated clusters.
 
         A smaller block v gets y_v . e_v + |e_v|^2 / 2, with y = L^T s_i and
         e_v = (R y)_v linear in s_i (and so in the products of degree up to
         that of f), and the largest block gets the rest of the total.
         """
         system = self.system
-        base, table = system.moments
+        table = system.moments[1]
         k_count, q = system.n_categories, system.block_size
         raw = np.ascontiguousarray(system.resp, dtype=float)
-        n_sites = raw.shape[0]
         group_of = np.full(k_count, -1)
         for g, index in enumerate(system.groups):
             group_of[np.unique(index // q)] = g
-        together, ambiguous = system.pair_activity
+        together, _ = system.pair_activity
         # Pairs of categories in one group that some site has above RESP_TOL; the others add nothing.
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
                  if group_of[k] >= 0 and group_of[k] == group_of[l] and (k == l or together[k, l])]
@@ -1361,91 +1341,49 @@ class LinearResponseSummaries:
             pair_of[k, l] = column
             coefficients[column] = table.coefficients(form[column]) * (1.0 if k == l else 2.0)
 
-        # Smaller blocks: e_v = (R y)_v = sum_l r_l maps_v[:, :, l] f, with
-        # maps_v[k, p, l] = R_{(k, p), l} L_l^T, shape (K, Q_v, K, Q).
+        # Smaller blocks v, as linear forms in the products: output (k, p)
+        # of block v has e = (R y)_(k, p) = sum_l r_l linear[l, (k, p)] . m,
+        # from R_{(k, p), l} L_l^T, and y = r_k own[(k, p)] . m, from L_k^T.
         response = system.symmetric_response.reshape(k_count, q, k_count, q)
-        small, linear, own, owner, small_of = [], [], [], [], []
+        small, linear, own, owner = [], [], [], []
         for block in system.blocks:
             if block.variable == self._largest:
                 continue
             part = self._slices[block.variable]
-            maps = np.einsum("kplm,ljm->kplj", response[:, part], system.cholesky)
-            chol_v = system.cholesky[:, part, part]
-            small.append((block.variable, part, maps, chol_v))
-            # The same as linear forms in the products: output (k, p) of
-            # block v has e = sum_l r_l linear[(k, p), l] . m and
-            # y = r_k own[(k, p)] . m.
             width = part.stop - part.start
-            linear.append(np.moveaxis((maps @ table.linear_map).reshape(k_count * width, k_count, -1), 1, 0))
+            maps = np.einsum("kplm,ljm->lkpj", response[:, part], system.cholesky)
+            linear.append((maps @ table.linear_map).reshape(k_count, k_count * width, -1))
             own_f = np.zeros((k_count, width, q))
-            own_f[:, :, part] = np.swapaxes(chol_v, 1, 2)
+            own_f[:, :, part] = np.swapaxes(system.cholesky[:, part, part], 1, 2)
             own.append((own_f @ table.linear_map).reshape(k_count * width, -1))
             owner.append(np.repeat(np.arange(k_count), width))
-            small_of.append(np.full(k_count * width, len(small) - 1))
+            small.append(np.full(k_count * width, len(small)))
         n_linear = table.linear_map.shape[1]
-        linear = np.concatenate(linear, axis=1) if linear else np.zeros((k_count, 0, n_linear))
-        own = np.concatenate(own) if own else np.zeros((0, n_linear))
+        linear = np.ascontiguousarray(np.concatenate(linear, axis=1) if linear else np.zeros((k_count, 0, n_linear)))
+        own = np.ascontiguousarray(np.concatenate(own) if own else np.zeros((0, n_linear)))
         owner = np.concatenate(owner).astype(np.int64) if owner else np.zeros(0, dtype=np.int64)
-        small_of = np.concatenate(small_of).astype(np.int64) if small_of else np.zeros(0, dtype=np.int64)
+        small_of = np.concatenate(small).astype(np.int64) if small else np.zeros(0, dtype=np.int64)
         norm = table.coefficients(np.eye(q))
         norm_slots = np.flatnonzero(norm)
 
+        n_sites = raw.shape[0]
+        rows = np.arange(n_sites)
+        total, norms = np.empty(n_sites), np.empty(n_sites)
+        parts = np.empty((n_sites, len(small)))
+        lr_kernels.pair_quadratic_forms(system.base_values, raw, rows, RESP_TOL, pair_of, coefficients, linear,
+                                        own, owner, small_of, norm_slots.astype(np.int64), norm[norm_slots],
+                                        table.runs, _n_parts(), total, parts, norms)
+        names = [b.variable for b in system.blocks if b.variable != self._largest]
+        for column, name in enumerate(names):
+            self.kl_by_variable[name] += parts[:, column]
+        self.kl_by_variable[self._largest] += total - parts.sum(axis=1)
+
         with _one_blas_thread():
             bounds = self._bound_rows()
-        total = np.zeros(n_sites)
-        added = {name: np.zeros(n_sites) for name, _, _, _ in small}
         resp = np.where(raw > RESP_TOL, raw, 0.0)
-        dominant = np.argmax(resp, axis=1)
-        with _one_blas_thread():
-            self._add_single_site_kl(resp, ~ambiguous, dominant, group_of, small, bounds, total, added)
-
-        rows = np.flatnonzero(ambiguous)
-        values, norms = np.empty(rows.size), np.empty(rows.size)
-        parts = np.empty((rows.size, len(small)))
-        lr_kernels.pair_quadratic_forms(
-            system.base_values, raw, rows, RESP_TOL, pair_of, coefficients,
-            np.ascontiguousarray(linear), np.ascontiguousarray(own), owner, small_of, norm_slots.astype(np.int64),
-            norm[norm_slots], table.runs, _n_parts(), values, parts, norms)
-        total[rows] = values
-        for column, (name, _, _, _) in enumerate(small):
-            added[name][rows] = parts[:, column]
-        r = resp[rows]
         f_norm = np.sqrt(np.maximum(norms, 0.0))
-        self._check_bounds_by_norms(rows, r, f_norm, f_norm * np.sqrt(np.einsum("nk,nk->n", r, r)), bounds)
-        for name, values in added.items():
-            self.kl_by_variable[name] += values
-            total -= values
-        self.kl_by_variable[self._largest] += total
-
-    def _add_single_site_kl(self, resp, single, dominant, group_of, small, bounds, total, added):
-        """Add the KL of the sites without a pair above RESP_TOL (see _add_kl_from_moments)."""
-        system = self.system
-        k_count, q = system.n_categories, system.block_size
-        for k in np.flatnonzero(group_of >= 0):
-            members = np.flatnonzero(single & (dominant == k))
-            if members.size == 0:
-                continue
-            # y^T F y over the block (k, k) of F = R + R^2 / 2, from F's
-            # eigenvalues above SINGLE_SITE_TOL (see there).
-            block = slice(k * q, (k + 1) * q)
-            values, vectors = np.linalg.eigh(system.kl_form[block, block])
-            keep = values > SINGLE_SITE_TOL
-            factor = system.cholesky[k] @ (vectors[:, keep] * np.sqrt(values[keep]))
-            # One product gives the projections and each smaller block's e_v / r_k.
-            columns = [factor] + [maps[:, :, k, :].reshape(-1, q).T for _, _, maps, _ in small]
-            widths = np.cumsum([c.shape[1] for c in columns])
-            stacked = np.concatenate(columns, axis=1)
-            for start in range(0, members.size, self.chunk_sites):
-                rows = members[start:start + self.chunk_sites]
-                f = system.features(rows)
-                r = np.zeros((rows.size, k_count))
-                r[:, k] = resp[rows, k]
-                parts = np.split(f @ stacked, widths[:-1], axis=1)
-                total[rows] = r[:, k] ** 2 * np.einsum("na,na->n", parts[0], parts[0])
-                e_by_name = {name: (r[:, k, None] * part).reshape(rows.size, k_count, -1)
-                             for (name, _, _, _), part in zip(small, parts[1:])}
-                _small_block_kl(small, rows, f, r, e_by_name, added)
-                self._check_bounds_from_moments(rows, f, r, bounds)
+        self._check_bounds_by_norms(rows, resp, f_norm, f_norm * np.sqrt(np.einsum("nk,nk->n", resp, resp)),
+                                    bounds)
 
     def _bound_rows(self) -> list:
         """Collect, for each block with lower bounds, its positions in g, the bounds, M's rows there and their norms."""

@@ -406,17 +406,17 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
       r_ik r_il c_p . m_i, where p = ``pair_of[k, l]`` (-1 skips the pair)
       and ``coefficients[p]`` = c_p.
     * For each output o, e = sum over l with r_il > tol of
-      r_il ``linear[l, o]`` . m_i and y = r_ik ``own[o]`` . m_i with
+      r_il ``linear[l, o]`` . m_i, and y = r_ik ``own[o]`` . m_i with
       k = ``owner[o]`` (0 if r_ik <= tol); ``small[j, small_of[o]]`` sums
       y e + e^2 / 2. These linear forms read only the first
-      ``linear.shape[2]`` products.
+      L = ``own.shape[1]`` products.
     * ``norms[j]`` = sum of ``norm_values * m_i[norm_slots]``.
 
     The sites are split into ``n_parts`` runs, one per thread.
     """
     n, k_count = rows.shape[0], resp.shape[1]
     n_monomials = coefficients.shape[1]
-    n_outputs, n_linear = linear.shape[1], linear.shape[2]
+    n_outputs, n_linear = own.shape[0], own.shape[1]
     for part in prange(n_parts):
         m = np.empty(n_monomials)
         e = np.empty(n_outputs)

@@ -209,15 +209,15 @@ def posterior_division_log_predictive(posterior):
 
 def untruncated_summaries(posterior, kl_route=None):
     """All-site summaries keeping every direction with a positive gain."""
-    saved = lr.RANK_TOL, lr.SINGLE_SITE_TOL
-    lr.RANK_TOL = lr.SINGLE_SITE_TOL = 0.0
+    saved = lr.RANK_TOL
+    lr.RANK_TOL = 0.0
     try:
         summaries = lr.LinearResponseSummaries(posterior, warn=False, kl_route=kl_route)
         summaries.loo_log_predictive
     except lr.SingularResponseError:
         reject()
     finally:
-        lr.RANK_TOL, lr.SINGLE_SITE_TOL = saved
+        lr.RANK_TOL = saved
     return summaries
 
 
