@@ -393,6 +393,19 @@ def _dot(a, b, length):
     return total
 
 
+@njit(cache=True, fastmath=_VECTORISE)
+def _dot4(a, b, c, d, m, length):
+    """Dot products of a, b, c and d with m; one load of m serves four products."""
+    ta = tb = tc = td = 0.0
+    for s in range(length):
+        value = m[s]
+        ta += a[s] * value
+        tb += b[s] * value
+        tc += c[s] * value
+        td += d[s] * value
+    return ta, tb, tc, td
+
+
 @njit(cache=True, parallel=True, fastmath=_VECTORISE)
 def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, own, owner, small_of,
                          norm_slots, norm_values, runs, n_parts, total, small, norms):
@@ -420,6 +433,8 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
     for part in prange(n_parts):
         m = np.empty(n_monomials)
         e = np.empty(n_outputs)
+        active = np.empty(k_count * (k_count + 1) // 2, dtype=np.int64)
+        weights = np.empty(k_count * (k_count + 1) // 2)
         for j in range(part * n // n_parts, (part + 1) * n // n_parts):
             i = rows[j]
             _fill_products(m, base, i, runs)
@@ -427,8 +442,8 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
             for u in range(norm_slots.shape[0]):
                 norm += norm_values[u] * m[norm_slots[u]]
             norms[j] = norm
-            value = 0.0
             e[:] = 0.0
+            count = 0
             for k in range(k_count):
                 r_k = resp[i, k]
                 if r_k <= tol:
@@ -437,10 +452,25 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                     weight = r_k * resp[i, l]
                     p = pair_of[k, l]
                     if weight > tol and p >= 0:
-                        value += weight * _dot(coefficients[p], m, n_monomials)
+                        active[count] = p
+                        weights[count] = weight
+                        count += 1
                 block = linear[k]
                 for o in range(n_outputs):
                     e[o] += r_k * _dot(block[o], m, n_linear)
+            # Four pairs at a time: the products m_i are read once for four
+            # dot products, which the loads of m_i and c_p would otherwise bound.
+            value = 0.0
+            start = 0
+            while start + 4 <= count:
+                a, b, c, d = _dot4(coefficients[active[start]], coefficients[active[start + 1]],
+                                   coefficients[active[start + 2]], coefficients[active[start + 3]], m,
+                                   n_monomials)
+                value += (weights[start] * a + weights[start + 1] * b + weights[start + 2] * c
+                          + weights[start + 3] * d)
+                start += 4
+            for u in range(start, count):
+                value += weights[u] * _dot(coefficients[active[u]], m, n_monomials)
             total[j] = value
             for c in range(small.shape[1]):
                 small[j, c] = 0.0

@@ -90,7 +90,8 @@ def _lgamma_half_shift(x, d):
     return total + math.log(product)
 
 
-#: Below this value of r (1 + q), a component's KL term is skipped: the
+#: Below this value of r (1 + q), a Normal-Wishart component's KL term is
+#: skipped, and below this value of r a Dirichlet component's share: the
 #: term is O((r (1 + q))^2) while evaluating it costs an absolute rounding
 #: error of about 1e-16 ln Gamma(nu / 2), far larger.
 NEGLIGIBLE_WEIGHT = 1e-10
@@ -171,6 +172,10 @@ def dirichlet_downdate_kl(alpha, resp, expected_log, improper):
             if a_new <= 0.0:
                 bad = True
                 break
+            # Leaving out a tiny r changes the KL by O(r^2 + r / sum alpha),
+            # far below the rounding error of the lgamma difference below.
+            if r < NEGLIGIBLE_WEIGHT:
+                continue
             removed += r
             value += math.lgamma(a_new) - lgamma_alpha[k] + r * expected_log[k]
         if bad or total_alpha - removed <= 0.0:
