@@ -80,8 +80,9 @@ def main() -> None:
     print(f"N = {args.n}, D = {args.d}, K = {args.k}, spread = {args.spread}: fit in {model.n_iter_} CAVI iterations "
           f"(converged: {model.converged_})")
     active = (resp > lr.RESP_TOL).sum(axis=1)
-    print(f"responsibilities above {lr.RESP_TOL:g} per row: mean {active.mean():.2f}, "
-          f"rows with more than one: {np.mean(active > 1):.1%}")
+    _, ambiguous = lr.pair_activity(resp)
+    print(f"responsibilities above {lr.RESP_TOL:g} per row: mean {active.mean():.2f}; rows with a pair "
+          f"r_k r_l above {lr.RESP_TOL:g}: {np.mean(ambiguous):.1%}")
 
     # One CAVI iteration from the fit: the E-step, the ELBO's global KL term
     # and the M-step, as the CAVI loop runs them. Timing a fit of n
