@@ -175,19 +175,21 @@ def test_kl_routes_agree_on_iris(iris_fit, monkeypatch, exact):
     posterior = iris_fit.posterior_
     # Both kinds of site occur: the moments route treats them differently.
     _, ambiguous = lr.pair_activity(posterior.locals["assignment"])
-    assert ambiguous.any() and not ambiguous.all()
+    assert ambiguous.any()
+    assert not ambiguous.all()
     monkeypatch.setattr(lr, "RANK_TOL", 0.0)
     if exact:
         monkeypatch.setattr(lr, "RESP_TOL", 0.0)
     eigenbasis = lr.LinearResponseSummaries(posterior, kl_route="eigenbasis")
     moments = lr.LinearResponseSummaries(posterior, kl_route="moments")
-    # Every direction and every responsibility kept in both: rounding only,
-    # through an eigen-decomposition against a Cholesky solve (condition
-    # number of I - J 1.02 here; measured up to 3e-15 relative). With
-    # RESP_TOL the eigenbasis route leaves out categories with r_k at most
-    # RESP_TOL and the moments route pairs with r_k r_l at most RESP_TOL,
-    # each such term at most RESP_TOL times a site's quadratic form in one
-    # pair, so at most K^2 RESP_TOL = 9e-8 relative in all (measured 4.4e-9).
+    # With every direction and every responsibility kept in both, the routes
+    # differ by rounding only, through an eigen-decomposition against a
+    # Cholesky solve (condition number of I - J 1.02 here, measured up to
+    # 3e-15 relative). With RESP_TOL, the eigenbasis route leaves out
+    # categories with r_k at most RESP_TOL and the moments route pairs with
+    # r_k r_l at most RESP_TOL. Each such term is at most RESP_TOL times a
+    # site's quadratic form in one pair, so at most K^2 RESP_TOL = 9e-8
+    # relative in all (measured 4.4e-9).
     rtol = 1e-9 if exact else 1e-7
     for name, values in moments.kl_by_variable.items():
         assert np.allclose(values, eigenbasis.kl_by_variable[name], rtol=rtol, atol=1e-12)

@@ -559,12 +559,12 @@ class ResponseSystem:
 
     @cached_property
     def pair_activity(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pairs of categories and the sites with some r_k r_l above RESP_TOL (see pair_activity)."""
+        """Pairs of categories and sites with some r_k r_l above RESP_TOL (see pair_activity)."""
         return pair_activity(self.resp)
 
     @cached_property
     def base_values(self) -> np.ndarray | None:
-        """The base entries of every site, shape (N, B), when ``moments`` is set; else None."""
+        """Base entries of every site, shape (N, B), when ``moments`` is set, else None."""
         if self.moments is None:
             return None
         return np.ascontiguousarray(self.moments[0](np.arange(self.resp.shape[0])), dtype=float)
@@ -786,9 +786,9 @@ def response_blocks(posterior: Posterior) -> tuple[str, list[ResponseBlock]]:
 def pair_activity(resp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the pairs of categories k < l and the sites with some r_k r_l above RESP_TOL.
 
-    ``(together, ambiguous)``: a (K, K) boolean array set at [k, l] where
-    some site has r_k r_l above RESP_TOL, and an (N,) boolean array set at
-    the sites with such a pair.
+    Returns ``(together, ambiguous)``: a (K, K) boolean array set at [k, l]
+    where some site has r_k r_l above RESP_TOL, and an (N,) boolean array
+    set at the sites with such a pair.
     """
     together, ambiguous = lr_kernels.pair_activity(np.ascontiguousarray(resp, dtype=float), RESP_TOL,
                                                    _n_parts())
@@ -802,7 +802,7 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
     Block (k, l) is sum_j C_j[k, l] f_j f_j^T with C_j[k, k] = r_jk (1 - r_jk)
     and C_j[k, l] = -r_jk r_jl. The rows of C_j sum to zero, so only the
     blocks k != l are summed and V_kk = -sum_{l != k} V_kl. Only pairs with
-    r_jk r_jl above RESP_TOL enter; the pairs left out add up to at most
+    r_jk r_jl above RESP_TOL enter. The pairs left out add up to at most
     K^2 RESP_TOL / 2 in C_j, and a site with no pair above it costs nothing.
     ``features(sites)`` returns the site statistics, shape (n, Q), and
     ``activity`` the result of pair_activity(resp) if already known.
@@ -812,7 +812,7 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
     multiply-adds per (site, pair). With ``moments = (base, table)``
     (see ResponseBlock and _MomentTable), every entry of f_j f_j^T is a
     product of entries of base_j, and V's blocks are read from
-    sum_j r_jk r_jl m_j, where m_j holds the S distinct products: one
+    sum_j r_jk r_jl m_j, where m_j contains the S distinct products: one
     kernel pass costing S multiply-adds per (site, pair), taken when S is
     below Q^2. There ``moments`` may carry a third entry, the base entries
     of every site as one array.
@@ -860,7 +860,7 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
 
 
 def _n_parts() -> int:
-    """Number of parts the pair kernels split the sites into: one per Numba thread."""
+    """Return the number of parts the pair kernels split the sites into, one per Numba thread."""
     return numba.get_num_threads()
 
 
@@ -879,7 +879,7 @@ class _MomentTable:
     column c are column c times a run of consecutive products of degree n,
     all of them ending in a column up to c when every product up to that
     degree is present. ``runs`` lists these runs (see
-    kernels.linear_response._fill_products); it is None when some product
+    kernels.linear_response._fill_products), or is None when some product
     of degree at least 1 has no parent.
     """
 
@@ -947,7 +947,7 @@ class _MomentTable:
 
     @property
     def fast(self) -> bool:
-        """Whether the pair kernels apply: products built by runs, and linear forms through a constant feature."""
+        """Tell whether the pair kernels apply: products built by runs, linear forms through a constant feature."""
         return self.runs is not None and self.linear_map is not None
 
 
@@ -1032,7 +1032,7 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
     condition = check_conditioning(largest, smallest, warn)
     system = ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
-    # Computed above already; the all-site pass reads them again.
+    # The all-site pass reads these again, so keep what was computed above.
     system.__dict__.update(pair_activity=activity, base_values=base_values)
     return system
 
@@ -1331,7 +1331,7 @@ class LinearResponseSummaries:
         for g, index in enumerate(system.groups):
             group_of[np.unique(index // q)] = g
         together, _ = system.pair_activity
-        # Pairs of categories in one group that some site has above RESP_TOL; the others add nothing.
+        # Only pairs of categories in one group that some site has above RESP_TOL add anything.
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
                  if group_of[k] >= 0 and group_of[k] == group_of[l] and (k == l or together[k, l])]
         form = system.kl_blocks(pairs)
@@ -1433,9 +1433,9 @@ class LinearResponseSummaries:
     def _check_bounds_by_norms(self, rows, r, f_norm, s_norm, bounds):
         """Flag sites whose corrected coordinates cross a block's lower bound, from |f_i| and |s_i|.
 
-        As _check_bounds_from_moments, with |f_i| in place of the entries of
-        f_i at the bounded coordinates; the statistics are computed only for
-        the sites that come within reach of a bound.
+        This is _check_bounds_from_moments with |f_i| in place of the entries
+        of f_i at the bounded coordinates. The statistics are computed only
+        for the sites that come within reach of a bound.
         """
         if rows.size == 0:
             return

@@ -296,9 +296,10 @@ def monomial_moments(base, slots, parents, lasts):
     return out
 
 
-#: Floating-point flags of the pair kernels: reassociation lets LLVM vectorise
-#: their long sums and dot products (the order of the additions changes the
-#: result only by rounding); NaN and infinity keep their meaning.
+#: Floating-point flags of the pair kernels. Reassociation lets LLVM vectorise
+#: their long sums and dot products, and changes the result only by rounding,
+#: because only the order of the additions changes. NaN and infinity keep
+#: their meaning.
 _VECTORISE = {"reassoc", "contract"}
 
 
@@ -308,7 +309,7 @@ def _fill_products(m, base, i, runs):
 
     ``m[0]`` is the empty product 1. Each row (start, source, length,
     column) of ``runs`` sets m[start + j] = base[i, column] * m[source + j]
-    for j < length; in graded order (see the moment table) the products of
+    for j < length. In graded order (see the moment table), the products of
     one more factor ending in a given column are one such run.
     """
     m[0] = 1.0
@@ -327,9 +328,10 @@ def _fill_products(m, base, i, runs):
 def pair_activity(resp, tol, n_parts):
     """Find the pairs of categories k < l with r_ik r_il > tol at some site, and the sites with one.
 
-    Returns ``(together, ambiguous)``: per part of the sites (one per
-    thread) a (K, K) boolean array, set at [k, l] for such a pair, for the
-    caller to combine; and, per site, whether it has such a pair.
+    Returns ``(together, ambiguous)``. ``together`` has one (K, K)
+    boolean array per part of the sites (one part per thread), set at
+    [k, l] for such a pair, and the caller combines them. ``ambiguous``
+    tells, per site, whether it has such a pair.
     """
     n, k_count = resp.shape
     together = np.zeros((n_parts, k_count, k_count), dtype=np.bool_)
@@ -352,7 +354,7 @@ def pair_activity(resp, tol, n_parts):
 def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials, n_parts):
     """Sums of r_ik r_il m_i over the sites i in ``rows``, one per pair k < l, in parts; shape (n_parts, P, S).
 
-    Row i of ``base`` and of ``resp`` belong to site i. m_i holds the
+    Row i of ``base`` and of ``resp`` belong to site i. m_i contains the
     n_monomials distinct products of row i of ``base``, built from ``runs``
     (see _fill_products). A (site, pair) enters only where r_ik r_il > tol,
     and only pairs with ``pair_of[k, l] >= 0``, which gives the pair's
@@ -395,7 +397,7 @@ def _dot(a, b, length):
 
 @njit(cache=True, fastmath=_VECTORISE)
 def _dot4(a, b, c, d, m, length):
-    """Dot products of a, b, c and d with m; one load of m serves four products."""
+    """Return the dot products of a, b, c and d with m, reading m once for all four."""
     ta = tb = tc = td = 0.0
     for s in range(length):
         value = m[s]
@@ -411,7 +413,7 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                          norm_slots, norm_values, runs, n_parts, total, small, norms):
     """Evaluate, for the sites in ``rows``, a quadratic form in their messages and its parts in smaller blocks.
 
-    Row i of ``base`` and of ``resp`` belong to site i, and m_i holds the
+    Row i of ``base`` and of ``resp`` belong to site i, and m_i contains the
     distinct products of row i of ``base`` (see _fill_products). For the
     j-th site i = rows[j]:
 
@@ -458,8 +460,8 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                 block = linear[k]
                 for o in range(n_outputs):
                     e[o] += r_k * _dot(block[o], m, n_linear)
-            # Four pairs at a time: the products m_i are read once for four
-            # dot products, which the loads of m_i and c_p would otherwise bound.
+            # Four pairs at a time, so that one load of m_i serves four dot
+            # products. The loads of m_i and c_p bound the speed of one product.
             value = 0.0
             start = 0
             while start + 4 <= count:

@@ -91,8 +91,8 @@ def _lgamma_half_shift(x, d):
 
 
 #: Below this value of r (1 + q), a Normal-Wishart component's KL term is
-#: skipped, and below this value of r a Dirichlet component's share: the
-#: term is O((r (1 + q))^2) while evaluating it costs an absolute rounding
+#: skipped, and below this value of r a Dirichlet component's share. The
+#: term is O((r (1 + q))^2), while evaluating it costs an absolute rounding
 #: error of about 1e-16 ln Gamma(nu / 2), far larger.
 NEGLIGIBLE_WEIGHT = 1e-10
 
@@ -173,7 +173,7 @@ def dirichlet_downdate_kl(alpha, resp, expected_log, improper):
                 bad = True
                 break
             # Leaving out a tiny r changes the KL by O(r^2 + r / sum alpha),
-            # far below the rounding error of the lgamma difference below.
+            # which is far below the rounding error of the lgamma difference.
             if r < NEGLIGIBLE_WEIGHT:
                 continue
             removed += r

@@ -307,7 +307,7 @@ def test_moment_assembly_equals_direct(case):
     assert table.fast
     moments = lr.assemble_missing_information(resp, features, (blocks[1].base, table))
     # Both sum the same products of the same pairs, in different orders and
-    # groupings: rounding only, measured up to 1.2e-12 relative.
+    # groupings, so they differ by rounding only (measured up to 1.2e-12 relative).
     assert np.abs(moments - direct).max() <= 1e-10 * max(1.0, np.abs(direct).max())
 
 
