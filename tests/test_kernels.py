@@ -2,6 +2,7 @@
 
 import math
 
+import mpmath
 import numba
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.special import gammaln, logsumexp, multigammaln, psi
 from scipy.stats import multivariate_t
 
-from fg_influence.families._linalg import multivariate_digamma
+from fg_influence.families._linalg import multivariate_digamma, multivariate_polygamma
 from fg_influence.kernels import loo as loo_kernels
 from fg_influence.kernels import mixture as mixture_kernels
 
@@ -39,6 +40,30 @@ def random_problem(rng, n, dim, k):
 def reference_quadratic_forms(X, means, scale):
     diff = X[:, None, :] - means[None, :, :]
     return np.einsum("nka,kab,nkb->nk", diff, scale, diff)
+
+
+def digamma_and_derivatives(dof, dim):
+    """Return psi_D(nu / 2) and its first two derivatives, as normal_wishart_downdate_kl takes them."""
+    half = 0.5 * np.asarray(dof, dtype=float)
+    return (multivariate_digamma(half, dim), multivariate_polygamma(1, half, dim),
+            multivariate_polygamma(2, half, dim))
+
+
+def nw_kl_closed_form_50_digits(r, q, beta, dof, dim):
+    """Evaluate the closed form of one component's KL term with 50 significant digits."""
+    with mpmath.workdps(50):
+        r, q, b, nu = (mpmath.mpf(float(value)) for value in (r, q, beta, dof))
+        b_new, nu_new = b - r, nu - r
+        c = b * r / b_new
+
+        def log_multigamma(a):
+            return sum(mpmath.loggamma(a + mpmath.mpf(1 - j) / 2) for j in range(1, dim + 1))
+
+        digamma = sum(mpmath.digamma(nu / 2 + mpmath.mpf(1 - j) / 2) for j in range(1, dim + 1))
+        kl_wishart = (-nu_new / 2 * mpmath.log(1 - c * q) - nu / 2 * c * q + log_multigamma(nu_new / 2)
+                      - log_multigamma(nu / 2) + r / 2 * digamma)
+        kl_mean = (dim * b_new / b - dim - dim * mpmath.log(b_new / b) + nu * r * r * q / b_new) / 2
+        return float(kl_wishart + kl_mean)
 
 
 def nw_kl_reference(q, resp, beta, dof, dim):
@@ -139,12 +164,32 @@ def test_normal_wishart_kl_matches_reference(dim):
     expected, expected_improper = nw_kl_reference(q, resp, beta, dof, dim)
     improper = np.zeros(len(q), dtype=bool)
     value = loo_kernels.normal_wishart_downdate_kl(
-        q, resp, beta, dof, multivariate_digamma(0.5 * dof, dim), float(dim), improper)
+        q, resp, beta, dof, *digamma_and_derivatives(dof, dim), float(dim), improper)
     np.testing.assert_array_equal(improper, expected_improper)
     # The KL is a sum of terms of size ~ |ln Gamma_D(nu / 2)| that cancel, so
     # the error is relative to that size, not to the (small) KL.
     atol = 1e-13 * dim * np.abs(gammaln(0.5 * dof)).max()
     np.testing.assert_allclose(value, expected, rtol=1e-9, atol=atol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(dim=st.integers(1, 6), beta=st.floats(2.0, 1e4), extra_dof=st.floats(0.5, 1e4), q=st.floats(0.0, 200.0),
+       log_weight=st.floats(-9.0, -4.0))
+def test_normal_wishart_kl_series_accuracy(dim, beta, extra_dof, q, log_weight):
+    # Below SERIES_WEIGHT the kernel takes the Taylor series in r. The
+    # reference is the closed form with 50 digits, because float64 loses
+    # such small terms (about 1e-16 of ln Gamma_D(nu / 2) or less) to rounding.
+    dof = dim - 1.0 + extra_dof
+    r = 10.0 ** log_weight / (1.0 + q)
+    improper = np.zeros(1, dtype=bool)
+    value = loo_kernels.normal_wishart_downdate_kl(
+        np.array([[q]]), np.array([[r]]), np.array([beta]), np.array([dof]),
+        *digamma_and_derivatives(np.array([dof]), dim), float(dim), improper)[0]
+    expected = nw_kl_closed_form_50_digits(r, q, beta, dof, dim)
+    assert not improper[0]
+    # The series' relative error is about (r (1 + q))^2 / 2, at most 5e-9 at
+    # the cut-off 1e-4 (measured up to 0.5 (r (1 + q))^2 in 50-digit checks).
+    assert value == pytest.approx(expected, rel=1e-8)
 
 
 def test_normal_wishart_kl_flags_improper_sites():
@@ -155,7 +200,7 @@ def test_normal_wishart_kl_flags_improper_sites():
     q = reference_quadratic_forms(X, means, scale)
     improper = np.zeros(50, dtype=bool)
     value = loo_kernels.normal_wishart_downdate_kl(
-        q, resp, beta, dof, multivariate_digamma(0.5 * dof, 2), 2.0, improper)
+        q, resp, beta, dof, *digamma_and_derivatives(dof, 2), 2.0, improper)
     heaviest = int(np.argmax(resp[:, 0]))
     assert improper[heaviest]
     assert np.all(np.isfinite(value))
@@ -186,8 +231,8 @@ def test_loo_log_predictive_matches_student_t(dim, tiny):
         resp /= resp.sum(axis=1, keepdims=True)
     q = reference_quadratic_forms(X, means, scale)
     improper = np.zeros(40, dtype=bool)
-    loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, multivariate_digamma(0.5 * dof, dim),
-                                           float(dim), improper)
+    loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, *digamma_and_derivatives(dof, dim), float(dim),
+                                           improper)
     assert improper.sum() < 10
     logdet_scale = np.linalg.slogdet(scale)[1]
     value = loo_kernels.mixture_loo_log_predictive(q, resp, beta, dof, logdet_scale, alpha, float(dim), improper)
@@ -242,7 +287,8 @@ def _all_kernel_outputs(rng):
         "quadratic_forms": q,
         "expected_loglik": mixture_kernels.gaussian_expected_loglik(X, means, chol, beta, dof, logdet),
         "normalize_log_resp": mixture_kernels.normalize_log_resp(np.log(resp))[0],
-        "nw_kl": loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, digamma, float(dim), improper),
+        "nw_kl": loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, *digamma_and_derivatives(dof, dim),
+                                                 float(dim), improper),
         "dirichlet_kl": loo_kernels.dirichlet_downdate_kl(alpha, resp, psi(alpha) - psi(alpha.sum()), improper),
         "log_predictive": loo_kernels.mixture_loo_log_predictive(q, resp, beta, dof, logdet, alpha, float(dim),
                                                                  improper),

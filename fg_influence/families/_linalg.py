@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln, psi
+from scipy.special import gammaln, polygamma, psi
 
 
 def symmetrize(matrix: np.ndarray) -> np.ndarray:
@@ -37,6 +37,13 @@ def multivariate_digamma(a: np.ndarray, dim: int) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     offsets = (1.0 - np.arange(1, dim + 1)) / 2.0
     return psi(a[..., None] + offsets).sum(axis=-1)
+
+
+def multivariate_polygamma(order: int, a: np.ndarray, dim: int) -> np.ndarray:
+    """Return psi_D^(order)(a) = sum_{j=1..D} psi^(order)(a + (1 - j) / 2), a derivative of psi_D."""
+    a = np.asarray(a, dtype=float)
+    offsets = (1.0 - np.arange(1, dim + 1)) / 2.0
+    return polygamma(order, a[..., None] + offsets).sum(axis=-1)
 
 
 def multivariate_gammaln(a: np.ndarray, dim: int) -> np.ndarray:

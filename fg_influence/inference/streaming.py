@@ -26,7 +26,7 @@ import numpy as np
 from .._validation import check_int, check_random_state, check_real, check_tol
 from ..exceptions import ConvergenceWarning
 from ..families import Dirichlet, NormalWishart
-from ..families._linalg import multivariate_digamma
+from ..families._linalg import multivariate_digamma, multivariate_polygamma
 from ..kernels import loo as loo_kernels
 from ..kernels import mixture as mixture_kernels
 from .threads import numba_threads
@@ -267,6 +267,8 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
     weights, components = fit.weights, fit.components
     dim = components.dim
     digamma = multivariate_digamma(0.5 * components.dof, dim)
+    trigamma = multivariate_polygamma(1, 0.5 * components.dof, dim)
+    tetragamma = multivariate_polygamma(2, 0.5 * components.dof, dim)
     expected_log = weights.expected_log()
     logdet_scale = components.wishart.logdet_scale()
     start = 0
@@ -277,7 +279,8 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
             resp, _, q = _responsibilities(block, weights, components)
             improper = np.zeros(block.shape[0], dtype=bool)
             kl = loo_kernels.normal_wishart_downdate_kl(
-                q, resp, components.beta, components.dof, digamma, float(dim), improper)
+                q, resp, components.beta, components.dof, digamma, trigamma, tetragamma, float(dim),
+                improper)
             kl += loo_kernels.dirichlet_downdate_kl(weights.concentration, resp, expected_log, improper)
             log_predictive = loo_kernels.mixture_loo_log_predictive(
                 q, resp, components.beta, components.dof, logdet_scale, weights.concentration, float(dim),
