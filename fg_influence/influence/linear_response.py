@@ -1360,7 +1360,15 @@ class LinearResponseSummaries:
             small.append(np.full(k_count * width, len(small)))
         n_linear = table.linear_map.shape[1]
         linear = np.ascontiguousarray(np.concatenate(linear, axis=1) if linear else np.zeros((k_count, 0, n_linear)))
-        own = np.ascontiguousarray(np.concatenate(own) if own else np.zeros((0, n_linear)))
+        own = np.concatenate(own) if own else np.zeros((0, n_linear))
+        # y reads few products (one for the mixing weights), so pass only the nonzero ones.
+        width = max(1, int(np.count_nonzero(own, axis=1).max(initial=0)))
+        own_slots = np.zeros((own.shape[0], width), dtype=np.int64)
+        own_values = np.zeros((own.shape[0], width))
+        for o, row in enumerate(own):
+            nonzero = np.flatnonzero(row)
+            own_slots[o, :nonzero.size] = nonzero
+            own_values[o, :nonzero.size] = row[nonzero]
         owner = np.concatenate(owner).astype(np.int64) if owner else np.zeros(0, dtype=np.int64)
         small_of = np.concatenate(small).astype(np.int64) if small else np.zeros(0, dtype=np.int64)
         norm = table.coefficients(np.eye(q))
@@ -1371,8 +1379,8 @@ class LinearResponseSummaries:
         total, norms = np.empty(n_sites), np.empty(n_sites)
         parts = np.empty((n_sites, len(small)))
         lr_kernels.pair_quadratic_forms(system.base_values, raw, rows, RESP_TOL, pair_of, coefficients, linear,
-                                        own, owner, small_of, norm_slots.astype(np.int64), norm[norm_slots],
-                                        table.runs, _n_parts(), total, parts, norms)
+                                        own_slots, own_values, owner, small_of, norm_slots.astype(np.int64),
+                                        norm[norm_slots], table.runs, _n_parts(), total, parts, norms)
         names = [b.variable for b in system.blocks if b.variable != self._largest]
         for column, name in enumerate(names):
             self.kl_by_variable[name] += parts[:, column]

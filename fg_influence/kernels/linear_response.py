@@ -409,8 +409,8 @@ def _dot4(a, b, c, d, m, length):
 
 
 @njit(cache=True, parallel=True, fastmath=_VECTORISE)
-def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, own, owner, small_of,
-                         norm_slots, norm_values, runs, n_parts, total, small, norms):
+def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, own_slots, own_values, owner,
+                         small_of, norm_slots, norm_values, runs, n_parts, total, small, norms):
     """Evaluate, for the sites in ``rows``, a quadratic form in their messages and its parts in smaller blocks.
 
     Row i of ``base`` and of ``resp`` belong to site i, and m_i contains the
@@ -421,17 +421,17 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
       r_ik r_il c_p . m_i, where p = ``pair_of[k, l]`` (-1 skips the pair)
       and ``coefficients[p]`` = c_p.
     * For each output o, e = sum over l with r_il > tol of
-      r_il ``linear[l, o]`` . m_i, and y = r_ik ``own[o]`` . m_i with
-      k = ``owner[o]`` (0 if r_ik <= tol); ``small[j, small_of[o]]`` sums
-      y e + e^2 / 2. These linear forms read only the first
-      L = ``own.shape[1]`` products.
+      r_il ``linear[l, o]`` . m_i, and y = r_ik times the sum of
+      ``own_values[o] * m_i[own_slots[o]]``, with k = ``owner[o]`` (0 if
+      r_ik <= tol); ``small[j, small_of[o]]`` sums y e + e^2 / 2. These
+      linear forms read only the first L = ``linear.shape[2]`` products.
     * ``norms[j]`` = sum of ``norm_values * m_i[norm_slots]``.
 
     The sites are split into ``n_parts`` runs, one per thread.
     """
     n, k_count = rows.shape[0], resp.shape[1]
     n_monomials = coefficients.shape[1]
-    n_outputs, n_linear = own.shape[0], own.shape[1]
+    n_outputs, n_linear = linear.shape[1], linear.shape[2]
     for part in prange(n_parts):
         m = np.empty(n_monomials)
         e = np.empty(n_outputs)
@@ -478,5 +478,9 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                 small[j, c] = 0.0
             for o in range(n_outputs):
                 r_own = resp[i, owner[o]]
-                y = r_own * _dot(own[o], m, n_linear) if r_own > tol else 0.0
+                y = 0.0
+                if r_own > tol:
+                    for u in range(own_slots.shape[1]):
+                        y += own_values[o, u] * m[own_slots[o, u]]
+                    y *= r_own
                 small[j, small_of[o]] += y * e[o] + 0.5 * e[o] * e[o]
