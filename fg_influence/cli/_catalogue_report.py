@@ -12,7 +12,7 @@ import numpy as np
 
 from .._csv import ROW_LABEL_COLUMN, numeric_column, read_csv_table
 from ._mixture_report import _check_output_path, progress_bar
-from ._options import format_spearman, parse_columns
+from ._options import format_relative_error, format_spearman, parse_columns
 
 
 def add_missing_option(parser) -> None:
@@ -136,7 +136,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
         accuracy = result.accuracy(top_k=min(10, result.exact_sites.size - 1))
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
-              f"median relative error {100 * accuracy['median_relative_error']:.3g}%", file=out)
+              f"median relative error {format_relative_error(accuracy['median_relative_error'])}", file=out)
     print(f"All-row estimates and refits: {seconds:.2f} s", file=out)
 
     rows = []

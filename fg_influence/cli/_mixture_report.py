@@ -11,7 +11,7 @@ import numpy as np
 
 from ..models import GaussianMixture
 from ._exact_influence import ExactInfluence
-from ._options import format_spearman
+from ._options import format_relative_error, format_spearman
 
 #: Text that the influence table's title adds for each --method. Division,
 #: the default, adds none, so its title is the one it had before the option.
@@ -83,7 +83,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
             f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
             f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
             f"{accuracy['top_k_overlap']:.0%}, median relative error "
-            f"{100 * accuracy['median_relative_error']:.3g}%",
+            f"{format_relative_error(accuracy['median_relative_error'])}",
             file=out,
         )
     else:

@@ -161,3 +161,8 @@ def format_spearman(value: float) -> str:
     if value != value:
         return "undefined (the estimates or the exact values are all equal)"
     return f"{value:.4f}"
+
+
+def format_relative_error(value: float) -> str:
+    """Format a relative error as a percentage to three significant digits, as every command prints it."""
+    return f"{100 * value:.3g}%"

@@ -12,7 +12,8 @@ import numpy as np
 from .._csv import read_nonempty_rows, read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns
+from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_relative_error,
+                       format_spearman, parse_columns)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -104,7 +105,7 @@ def run(args, out=None) -> dict:
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} groups: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}, median relative error "
-              f"{accuracy['median_relative_error']:.2%}", file=out)
+              f"{format_relative_error(accuracy['median_relative_error'])}", file=out)
     print(f"Fit and all-group estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
           file=out)
 

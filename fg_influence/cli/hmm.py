@@ -12,7 +12,8 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import METHODS, add_site_options, add_tol_option, default_tol, format_spearman, positive_int
+from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_relative_error,
+                       format_spearman, positive_int)
 from ._plot_option import add_plot_option, check_plot_path
 from .hierarchical import read_group_column
 
@@ -145,7 +146,8 @@ def run(args, out=None) -> dict:
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} {what}: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}"
-              f"{'' if median is None else f', median relative error {median:.2%}'}", file=out)
+              f"{'' if median is None else f', median relative error {format_relative_error(median)}'}",
+              file=out)
     print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
 
     records = []

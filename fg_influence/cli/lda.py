@@ -13,8 +13,8 @@ from ..datasets.stdlib_docstrings import load_stdlib_docstrings
 from ..influence.linear_response_lda import topic_kl
 from ..models.lda import LatentDirichletAllocation
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
-from ._options import (METHODS, default_tol, exact_count, format_spearman, non_negative_int, positive_int,
-                       relative_tolerance)
+from ._options import (METHODS, default_tol, exact_count, format_relative_error, format_spearman, non_negative_int,
+                       positive_int, relative_tolerance)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 #: --tol without the option: the model's default for division, and a
@@ -115,7 +115,7 @@ def run(args, out=None) -> dict:
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} documents: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}, median relative error "
-              f"{100 * accuracy['median_relative_error']:.3g}%", file=out)
+              f"{format_relative_error(accuracy['median_relative_error'])}", file=out)
     print(f"Total time: {time.perf_counter() - start:.1f} s", file=out)
 
     exact_lookup = dict(zip(result.exact_sites.tolist(), result.exact_kl.tolist()))
