@@ -149,13 +149,14 @@ class ResponseBlock:
     shift_names : tuple of str
         Names of the shifts that ``shifts`` returns.
     predictive_correction : callable
-        ``predictive_correction(sites, weights, z, lift, response)`` returns,
+        ``predictive_correction(sites, weights, term, response)`` returns,
         shape (n,), the first-order change of the divided LOO log predictive
-        density when the block's coordinates move by the response term
-        -lift[k] @ z[i] (``lift`` of shape (K, Q_f, r), ``z`` of shape (n, r)).
-        ``weights`` (n, K) are the components' shares of the divided
-        predictive density and ``response`` is the response term in the
-        shift coordinates, as passed to ``shifts``.
+        density when the block's coordinates move by the response term.
+        ``term(rows, k)`` returns that term for category k at the sites
+        ``sites[rows]``, in all of the block's coordinates, shape
+        (len(rows), Q_f). ``weights`` (n, K) are the components' shares of
+        the divided predictive density and ``response`` is the response term
+        in the shift coordinates, as passed to ``shifts``.
     lower_bounds : dict of int to float
         Positions within the block whose corrected value must exceed the
         given bound for the posterior to stay in its family.
@@ -259,7 +260,7 @@ def _categorical_block(factor: CategoricalFactor, posterior: Posterior, variable
         mean_shift[bad] = 0.0
         return {f"{factor.weights}.mean": mean_shift}
 
-    def predictive_correction(sites, weights, z, lift, response):
+    def predictive_correction(sites, weights, term, response):
         # d/d alpha'_l of ln sum_k (alpha'_k / sum alpha') p_k = w_l / alpha'_l - 1 / sum alpha'.
         divided = alpha[None, :] - resp[sites]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -448,7 +449,7 @@ def _gaussian_block(factor: GaussianMixtureFactor, posterior: Posterior, variabl
             float(d), improper,
         )
 
-    def predictive_correction(sites, weights, z, lift, response):
+    def predictive_correction(sites, weights, term, response):
         # Pairs whose share of the predictive density is negligible move it negligibly.
         pair_sites, comps = np.nonzero(weights > PREDICTIVE_SHARE_TOL)
         out = np.zeros(sites.size)
@@ -462,7 +463,7 @@ def _gaussian_block(factor: GaussianMixtureFactor, posterior: Posterior, variabl
         for k in np.unique(comps):
             pairs = np.flatnonzero(comps == k)
             rows = pair_sites[pairs]
-            change = -np.sum((gaps[pairs] @ lift[k]) * z[rows], axis=1)
+            change = np.einsum("nq,nq->n", gaps[pairs], term(rows, k))
             out += np.bincount(rows, weights=weights[rows, k] * change, minlength=sites.size)
         return out
 
@@ -1490,24 +1491,102 @@ class LinearResponseSummaries:
         system = self.system
         n_sites = system.resp.shape[0]
         log_predictive = closed_form.all_site_log_predictive(self.posterior, self.improper.copy())
+        direct = self.kl_route == "moments"
+        coupled = bool(system.groups) if direct else system.rank > 0
         emission = [b for b in system.blocks if b.predictive_weights is not None]
-        weights = emission[0].predictive_weights(self.improper.copy()) if emission and system.rank else None
+        weights = emission[0].predictive_weights(self.improper.copy()) if emission and coupled else None
         shifts: dict[str, np.ndarray] = {}
-        for sites, _, _, z in self._chunks():
+        for sites, response_at, term_of in (self._direct_chunks() if direct else self._eigenbasis_chunks()):
             scratch = np.zeros(sites.size, dtype=bool)
             for block in system.blocks:
-                response = self._response(sites, z, block.variable, block.shift_coordinates)
+                response = response_at(block.variable, block.shift_coordinates)
                 for name, values in block.shifts(sites, response, scratch).items():
                     if name not in shifts:
                         shifts[name] = np.zeros((n_sites,) + values.shape[1:])
                     shifts[name][sites] = values
                 if weights is not None:
-                    lift = system.lift[:, self._slices[block.variable], :]
-                    log_predictive[sites] += block.predictive_correction(sites, weights[sites], z, lift, response)
+                    log_predictive[sites] += block.predictive_correction(sites, weights[sites],
+                                                                         term_of(block.variable), response)
         log_predictive[self.improper] = -np.inf
         for values in shifts.values():
             values[self.improper] = 0.0
         return log_predictive, shifts
+
+    def _eigenbasis_chunks(self):
+        """Yield (sites, response_at, term_of) per chunk, from the kept eigen-directions (see _chunks)."""
+        system = self.system
+        for sites, _, _, z in self._chunks():
+            def response_at(name, positions, sites=sites, z=z):
+                return self._response(sites, z, name, positions)
+
+            def term_of(name, z=z):
+                lift = system.lift[:, self._slices[name], :]
+                return lambda rows, k: -(z[rows] @ lift[k].T)
+
+            yield sites, response_at, term_of
+
+    @cached_property
+    def _response_blocks(self) -> np.ndarray:
+        """M = L^-T R L^T from the symmetric response R, in blocks, shape (K, Q, K, Q).
+
+        The response term of site i is -M s_i. R is 0 outside the coupled
+        groups, and so is M.
+        """
+        system = self.system
+        k_count, q = system.n_categories, system.block_size
+        response = system.symmetric_response.reshape(k_count, q, k_count, q)
+        right = np.einsum("kalb,lcb->kalc", response, system.cholesky)
+        with _one_blas_thread():
+            return np.stack([linalg.solve_triangular(system.cholesky[k], right[k].reshape(q, -1), lower=True,
+                                                     trans="T").reshape(q, k_count, q)
+                             for k in range(k_count)])
+
+    def _direct_chunks(self):
+        """Yield (sites, response_at, term_of) per chunk, from the dense response matrix M.
+
+        The response term -M s_i in a few coordinates is sum_l r_il times
+        f_i against M's columns of category l, one matrix product per
+        category over the sites where r_il exceeds RESP_TOL, and needs no
+        eigen-decomposition.
+        """
+        system = self.system
+        k_count, q = system.n_categories, system.block_size
+        blocks = self._response_blocks
+        resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
+        n_sites = resp.shape[0]
+        for start in range(0, n_sites, self.chunk_sites):
+            sites = np.arange(start, min(n_sites, start + self.chunk_sites))
+            f = system.features(sites)
+            # Per active category l: its rows in the chunk and their messages r_il f_i.
+            weighted = []
+            for l in range(k_count):
+                rows = np.flatnonzero(resp[sites, l])
+                if rows.size:
+                    weighted.append((l, rows, resp[sites[rows], l, None] * f[rows]))
+
+            def response_at(name, positions, sites=sites, weighted=weighted):
+                coords = self._slices[name].start + np.asarray(positions, dtype=int)
+                out = np.zeros((sites.size, k_count * coords.size))
+                for l, rows, messages in weighted:
+                    out[rows] -= messages @ blocks[:, coords, l, :].reshape(-1, q).T
+                return out.reshape(sites.size, k_count, coords.size)
+
+            def term_of(name, weighted=weighted):
+                part = self._slices[name]
+
+                def term(rows, k):
+                    out = np.zeros((rows.size, part.stop - part.start))
+                    for l, active, messages in weighted:
+                        # Positions in ``rows`` of the sites where category l is active.
+                        found = np.searchsorted(active, rows)
+                        hit = (found < active.size) & (active[np.minimum(found, active.size - 1)] == rows)
+                        if hit.any():
+                            out[hit] -= messages[found[hit]] @ blocks[k, part, l, :].T
+                    return out
+
+                return term
+
+            yield sites, response_at, term_of
 
     @property
     def loo_log_predictive(self) -> np.ndarray:

@@ -537,7 +537,7 @@ class _ConjugateBlockBuilder:
         family, bad = self.families(divided + response, improper)
         return self.shift_values(family, bad)
 
-    def predictive_correction(self, sites, weights, z, lift, response):
+    def predictive_correction(self, sites, weights, term, response):
         # d/dg_k of ln sum_l w_l p_l(x_i | g_l) at the divided posterior is
         # w_ik (mu(g_k + f_i) - mu(g_k)), because ln p_k = A(g_k + f_i) - A(g_k) + ln h.
         divided, f = self.divided(sites)
