@@ -78,6 +78,29 @@ def test_one_column_input_accepted():
     assert sorted(np.round(model.means_[:, 0]).tolist()) == [-2.0, 2.0]
 
 
+def test_constant_column_rejected_with_index(faithful):
+    X = np.column_stack([faithful[:, 0], np.ones(len(faithful))])
+    with pytest.raises(ValueError, match=r"X column 1 is constant .*drop that column"):
+        GaussianMixture(2, random_state=0).fit(X)
+
+
+def test_constant_one_column_input_rejected():
+    with pytest.raises(ValueError, match=r"X column 0 is constant \(every value is 3\.5\)"):
+        GaussianMixture(2, random_state=0).fit(np.full(10, 3.5))
+
+
+def test_lost_definiteness_lists_causes(faithful):
+    # Columns near 1e9 with unit spread make the Normal-Wishart count
+    # coordinates cancel, which is the one cause that fails reliably.
+    X = faithful + 1e9
+    with pytest.raises(ValueError, match=r"lost positive definiteness") as caught:
+        GaussianMixture(2, random_state=0).fit(X)
+    message = str(caught.value)
+    assert "centre and scale them first" in message
+    assert f"too few rows per component ({len(X)} rows for 2 components)" in message
+    assert "duplicated rows or columns" in message
+
+
 def test_default_priors_follow_sklearn(faithful):
     priors = GaussianMixture(3).priors(faithful)
     assert priors["weight_concentration_prior"] == pytest.approx(1 / 3)

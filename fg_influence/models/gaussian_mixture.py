@@ -29,6 +29,21 @@ def _check_prior_range(value: float, name: str, low: float = 0.0) -> None:
         )
 
 
+def _check_no_constant_column(X: np.ndarray) -> None:
+    """Raise ValueError if a column of X (N, D) has zero variance.
+
+    A constant column gives its components a variance that shrinks towards 0
+    during CAVI, which later breaks the linear-response correction.
+    """
+    constant = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    if constant.size:
+        raise ValueError(
+            f"X column {int(constant[0])} is constant (every value is {float(X[0, constant[0]]):g}), so "
+            f"it has zero variance and no mixture can be fitted to it; drop that column "
+            f"(constant columns: {constant.tolist()})"
+        )
+
+
 class GaussianMixture:
     """Gaussian mixture fitted by CAVI, with leave-one-out influence of every row.
 
@@ -205,6 +220,7 @@ class GaussianMixture:
 
         ``init_resp`` (N, K) starts CAVI from the given responsibilities.
         """
+        _check_no_constant_column(self._check_data(X))
         graph = self.build_graph(X)
         init_locals = None if init_resp is None else {"assignment": init_resp}
         try:
@@ -220,9 +236,12 @@ class GaussianMixture:
             # data sit far from the origin compared with their spread.
             raise ValueError(
                 f"fitting X failed because a posterior covariance lost positive definiteness "
-                f"({error}). This happens when the columns are far from 0 relative to their "
-                f"spread or differ in scale by many orders of magnitude; centre and scale "
-                f"them first, for example (X - X.mean(axis=0)) / X.std(axis=0)"
+                f"({error}). Usual causes: the columns are far from 0 relative to their spread "
+                f"or differ in scale by many orders of magnitude, so centre and scale them first, "
+                f"for example (X - X.mean(axis=0)) / X.std(axis=0); too few rows per component "
+                f"({graph.plates['data'].size} rows for "
+                f"{self.n_components} components), so use fewer components or more rows; or "
+                f"duplicated rows or columns, so drop the duplicates"
             ) from None
         self._set_posterior(posterior)
         self.row_labels_ = row_labels_of(X)
