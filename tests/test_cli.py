@@ -39,7 +39,7 @@ ACCURACY_KEYS = {
     "n_sites", "spearman", "median_relative_error", "max_relative_error", "top_k", "top_k_overlap",
 }
 GMM_OPTIONS = [
-    "FILE.csv", "--components", "-k", "--columns", "--standardize", "--top", "--exact",
+    "FILE.csv", "--components", "-k", "--columns", "--missing", "--standardize", "--top", "--exact",
     "--seed", "--n-init", "--json", "--plot", "--method", "--help",
 ]
 

@@ -126,6 +126,39 @@ def test_missing_values_dropped_with_warning(tmp_path, capsys):
     assert len(document["rows"]) == 333
 
 
+def test_gmm_missing_values_rejected(capsys):
+    code = cli.main(["gmm", str(DATA / "penguins.csv"), "-k", "2"])
+
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "column 'bill_length_mm'" in error
+    assert "line 5 (an empty field)" in error
+    assert "drop the rows with missing values with --missing drop" in error
+
+
+def test_gmm_penguins_missing_drop(tmp_path, capsys):
+    document, captured = run_json(tmp_path, ["gmm", str(DATA / "penguins.csv"), "-k", "3", "--standardize",
+                                             "--missing", "drop", "--top", "2"], capsys)
+
+    # penguins has 2 rows with every measurement empty: lines 5 and 273.
+    assert "dropped 2 of 344 rows" in captured.err
+    assert len(document["rows"]) == 342
+    labels = {record["label"] for record in document["rows"]}
+    assert "4" not in labels
+    assert "272" not in labels
+    assert document["model"]["columns"] == ["bill_length_mm", "bill_depth_mm", "flipper_length_mm",
+                                            "body_mass_g", "year"]
+
+
+def test_gmm_missing_drop_rejects_text_in_numbers(tmp_path, capsys):
+    path = tmp_path / "mixed.csv"
+    path.write_text("a,b\n1,2\n,3\noops,4\n5,6\n")
+    code = cli.main(["gmm", str(path), "-k", "1", "--missing", "drop"])
+
+    assert code == 2
+    assert "is numeric except at line 4 ('oops')" in capsys.readouterr().err
+
+
 def test_missing_values_rejected_by_linreg(capsys):
     code = cli.main(["linreg", str(DATA / "penguins.csv"), "--target", "body_mass_g",
                      "--columns", "bill_length_mm,flipper_length_mm"])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import ROW_LABEL_COLUMN, numeric_column, read_csv_table
+from .._csv import ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_table
 from ._mixture_report import _check_output_path, progress_bar
 from ._options import format_relative_error, format_spearman, parse_columns
 
@@ -60,18 +60,29 @@ def numeric_matrix(table: dict[str, list[str]], columns: list[str], lines: list[
     return np.column_stack([numeric_column(table[name], name, lines, option) for name in columns])
 
 
-def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> list[str]:
-    """List every column except ``rownames`` and ``exclude`` whose present values are all numeric."""
+def default_numeric_columns(path: Path, exclude: list[str], missing: str, *,
+                            reject_mixed: bool = False) -> list[str]:
+    """List every column except ``rownames`` and ``exclude`` whose present values are all numeric.
+
+    With ``reject_mixed``, a column whose present values are partly numeric and
+    partly text raises a ValueError naming the CSV line of its first text value,
+    instead of being left out.
+    """
     header = [name for name in header_of(path) if name != ROW_LABEL_COLUMN and name not in exclude]
     # Only the column types matter here; read_columns reports dropped rows once, later.
-    table, _ = _read_loose(path, header)
+    table, _, lines = _read_loose(path, header)
     numeric = []
     for name in header:
-        try:
-            [float(value) for value in table[name] if value not in ("", "NA")]
-        except ValueError:
-            continue
-        numeric.append(name)
+        present = [(value, line) for value, line in zip(table[name], lines) if value not in ("", "NA")]
+        text = [(value, line) for value, line in present if not _parses_as_float(value)]
+        if not text:
+            numeric.append(name)
+        elif reject_mixed and len(text) < len(present):
+            value, line = text[0]
+            raise ValueError(
+                f"column {name!r} of {path} is numeric except at line {line} ({value!r}); correct or "
+                f"remove that value, or leave the column out with --columns"
+            )
     if not numeric:
         raise ValueError(f"CSV file {path} has no numeric columns besides {exclude}; name them with --columns")
     return numeric
@@ -80,7 +91,7 @@ def default_numeric_columns(path: Path, exclude: list[str], missing: str) -> lis
 def _read_loose(path, header):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return read_csv_table(path, header, missing="drop")
+        return read_csv_table(path, header, missing="drop", line_numbers=True)
 
 
 def finite_or_none(value):

@@ -6,13 +6,19 @@ from pathlib import Path
 
 from .._csv import read_numeric_csv
 from ..models import GaussianMixture
+from ._catalogue_report import (
+    add_missing_option,
+    default_numeric_columns,
+    numeric_matrix,
+    read_columns,
+    split_columns,
+)
 from ._mixture_report import run_mixture
 from ._options import (
     add_method_option,
     add_report_options,
     add_tol_option,
     default_tol,
-    parse_columns,
     positive_int,
 )
 
@@ -31,6 +37,7 @@ def register(commands) -> None:
     parser.add_argument("--columns", type=str, default=None, metavar="a,b",
                         help="comma-separated columns to model (default: every numeric column except "
                              "'rownames')")
+    add_missing_option(parser)
     parser.add_argument("--standardize", action="store_true",
                         help="centre each column and divide by its standard deviation before fitting; "
                              "the printed data values and component means stay in the file's units, while KL "
@@ -42,7 +49,21 @@ def register(commands) -> None:
 
 
 def run(args) -> None:
-    data, columns, labels = read_numeric_csv(args.file, parse_columns(args.columns))
+    # The default keeps read_numeric_csv for its stricter file checks (encoding,
+    # repeated header names), but --missing drop needs the row-dropping reader.
+    if args.missing == "raise":
+        try:
+            data, columns, labels = read_numeric_csv(args.file, split_columns(args.columns))
+        except ValueError as error:
+            if "an empty field" not in str(error) and "'NA'" not in str(error):
+                raise
+            raise ValueError(f"{error}; or drop the rows with missing values with --missing drop") from None
+    else:
+        columns = split_columns(args.columns)
+        if columns is None:
+            columns = default_numeric_columns(args.file, [], args.missing, reject_mixed=True)
+        table, labels, lines = read_columns(args.file, columns, args.missing)
+        data = numeric_matrix(table, columns, lines)
     run_mixture(
         data, columns, labels, components=args.components, standardize=args.standardize,
         top=args.top, exact=args.exact, seed=args.seed, n_init=args.n_init, json_path=args.json,
