@@ -416,24 +416,28 @@ def _read_archive(path: Path) -> tuple[dict[str, np.ndarray], dict]:
         )
     if not path.is_file():
         raise ValueError(f"cannot load {path}: file not found; check the path")
+    # The file is opened here, not by np.load, so that the with block closes it on
+    # every error path: np.load(path) leaves its own handle open when the zip
+    # directory is unreadable (numpy 2.4), which shows as a ResourceWarning.
     with open(path, "rb") as handle:
         signature = handle.read(2)
-    if signature != b"PK":
-        # Every zip file starts with "PK". Without this check np.load would read a
-        # .npy file as one array and treat other files as pickles that allow_pickle=False
-        # refuses, with advice about allow_pickle that does not apply here.
-        raise ValueError(
-            f"cannot load {path}: not a readable fg_influence archive, because it is not a NumPy "
-            f".npz (zip) file; pass a file written by fg_influence.io.save"
-        )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise ValueError(
-            f"cannot load {path}: not a readable fg_influence archive (truncated or another "
-            f"format: {error})"
-        ) from None
+        if signature != b"PK":
+            # Every zip file starts with "PK". Without this check np.load would read a
+            # .npy file as one array and treat other files as pickles that allow_pickle=False
+            # refuses, with advice about allow_pickle that does not apply here.
+            raise ValueError(
+                f"cannot load {path}: not a readable fg_influence archive, because it is not a NumPy "
+                f".npz (zip) file; pass a file written by fg_influence.io.save"
+            )
+        handle.seek(0)
+        try:
+            with np.load(handle, allow_pickle=False) as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
+            raise ValueError(
+                f"cannot load {path}: not a readable fg_influence archive (truncated or another "
+                f"format: {error})"
+            ) from None
     if METADATA_MEMBER not in arrays or DIGEST_MEMBER not in arrays:
         raise ValueError(f"cannot load {path}: {METADATA_MEMBER} is missing, so it was not written by save")
     text = arrays.pop(METADATA_MEMBER)

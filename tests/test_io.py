@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io as stdlib_io
 import json
+import warnings
 import zipfile
 
 import numpy as np
@@ -160,6 +162,20 @@ def test_load_truncated_file(saved):
     saved.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="not a readable fg_influence archive"):
         load(saved)
+
+
+@pytest.mark.parametrize("kept", [0.5, 0.99])
+def test_load_truncated_file_closes_it(saved, kept):
+    data = saved.read_bytes()
+    saved.write_bytes(data[: int(len(data) * kept)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(ValueError, match="not a readable fg_influence archive"):
+            load(saved)
+        # An unclosed file warns only when it is garbage-collected.
+        gc.collect()
+    unclosed = [str(warning.message) for warning in caught if issubclass(warning.category, ResourceWarning)]
+    assert unclosed == []
 
 
 def test_load_text_file(tmp_path):
