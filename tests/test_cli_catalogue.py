@@ -54,7 +54,9 @@ def schema(model_type: str, model_required: list[str]) -> dict:
 
 def run_json(tmp_path, argv, capsys):
     path = tmp_path / "out.json"
-    code = cli.main(argv + ["--json", str(path), "--n-init", "1"])
+    # linreg has no random start, so it takes no --n-init.
+    start = [] if argv[0] == "linreg" else ["--n-init", "1"]
+    code = cli.main(argv + ["--json", str(path), *start])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     return json.loads(path.read_text()), captured
@@ -182,6 +184,15 @@ def test_mixture_bad_values_rejected(tmp_path, capsys, content, argv, message):
 
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--seed", "--n-init"])
+def test_linreg_rejects_random_start_options(option, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["linreg", str(DATA / "stackloss.csv"), "--target", "stack.loss", option, "1"])
+
+    assert exit_info.value.code == 2
+    assert f"unrecognized arguments: {option} 1" in capsys.readouterr().err
 
 
 def test_linreg_non_numeric_target_rejected(capsys):

@@ -121,13 +121,19 @@ def add_site_options(parser: argparse.ArgumentParser, sites: str = "rows", *, to
                              f"JSON file")
 
 
-def add_report_options(parser: argparse.ArgumentParser, *, exact_default: str = "no refits") -> None:
-    """Add the options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot."""
+def add_report_options(parser: argparse.ArgumentParser, *, exact_default: str = "no refits",
+                       random_start: bool = True) -> None:
+    """Add the options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot.
+
+    ``random_start=False`` leaves out --seed and --n-init, for models whose
+    CAVI has no random starting point (linear regression).
+    """
     add_site_options(parser, "rows", json_contents="the priors, posterior", exact_default=exact_default)
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
-                        help="random seed for the k-means start of CAVI (default 0)")
-    parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
-                        help="number of CAVI starting points; the best ELBO is kept (default 3)")
+    if random_start:
+        parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
+                            help="random seed for the k-means start of CAVI (default 0)")
+        parser.add_argument("--n-init", type=positive_int, default=3, metavar="N",
+                            help="number of CAVI starting points; the best ELBO is kept (default 3)")
     parser.add_argument("--plot", type=Path, default=None, metavar="PATH",
                         help="write a PNG report (influence by row, the data coloured by influence, "
                              "and the estimates against exact refits when --exact is given) to this "

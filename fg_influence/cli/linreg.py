@@ -36,7 +36,8 @@ def register(commands) -> None:
                         help="prior precision of each coefficient relative to the noise precision "
                              "(default 1e-6)")
     add_missing_option(parser)
-    add_report_options(parser)
+    # Without latent variables CAVI has no random start, so --seed and --n-init would do nothing.
+    add_report_options(parser, random_start=False)
     parser.set_defaults(handler=run)
 
 
