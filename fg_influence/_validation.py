@@ -121,6 +121,13 @@ def check_real(value, name: str, *, low: float | None = None, high: float | None
     return value
 
 
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    """Check that ``value`` is one of ``choices``, whose first entry is the default."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}; use {choices[0]!r} (the default)")
+    return value
+
+
 def check_tol(value, name: str = "tol") -> float:
     """Check a relative ELBO tolerance: a finite real number in [0, 1).
 

@@ -89,6 +89,11 @@ def test_constant_one_column_input_rejected():
         GaussianMixture(2, random_state=0).fit(np.full(10, 3.5))
 
 
+def test_unknown_init_params_named(faithful):
+    with pytest.raises(ValueError, match=r"^init_params must be one of \('kmeans', 'random'\), got 'bogus'"):
+        GaussianMixture(2, init_params="bogus").fit(faithful)
+
+
 def test_lost_definiteness_lists_causes(faithful):
     # Columns near 1e9 with unit spread make the Normal-Wishart count
     # coordinates cancel, which is the one cause that fails reliably.

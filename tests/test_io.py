@@ -152,6 +152,14 @@ def test_save_rejects_other_objects(tmp_path):
         save({"a": 1}, tmp_path / "m.npz")
 
 
+def test_model_load_of_result_file(model, tmp_path):
+    path = tmp_path / "result.npz"
+    save(model.influence(), path)
+    with pytest.raises(ValueError, match=r"contains an InfluenceResult, not a GaussianMixture; load it with "
+                                         r"fg_influence\.io\.load"):
+        GaussianMixture.load(path)
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(ValueError, match="file not found"):
         load(tmp_path / "absent.npz")

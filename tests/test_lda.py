@@ -87,6 +87,11 @@ def test_bad_input():
         build_lda_graph([0, 1], [1.0, -2.0], [0, 1, 2], 3, 2, alpha=0.5, eta=0.1)
 
 
+def test_fractional_counts_rejected_with_values():
+    with pytest.raises(ValueError, match=r"word counts must be integers, got \[0\.5, 1\.25\]; pass raw counts"):
+        LatentDirichletAllocation(2).fit(np.array([[1.0, 0.5, 2.0], [1.25, 1.0, 1.0]]))
+
+
 def test_tokenizer_drops_stop_words_and_short_words():
     assert tokenize("Return the IPv4 address of a socket, or None.") == ["ipv", "address", "socket"]
 

@@ -254,3 +254,9 @@ def test_mixture_of_regressions_group_division_matches_messages():
     np.testing.assert_allclose(divided.precision, expected, rtol=1e-10, atol=1e-10)
     expected_shape = posterior.globals["coefficients"].shape - 0.5 * resp.sum(axis=0)
     np.testing.assert_allclose(divided.shape, expected_shape, rtol=1e-12)
+
+
+def test_unknown_init_params_named():
+    counts = np.array([[0.0, 1.0], [2.0, 3.0], [1.0, 0.0], [4.0, 2.0]])
+    with pytest.raises(ValueError, match=r"^init_params must be one of \('kmeans', 'random'\), got 'bogus'"):
+        PoissonMixture(2, init_params="bogus").fit(counts)

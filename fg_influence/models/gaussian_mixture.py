@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import (as_float_array, check_int, check_magnitude, check_real, column_names_of,
+from .._validation import (as_float_array, check_choice, check_int, check_magnitude, check_real, column_names_of,
                            row_labels_of)
 from ..families import Dirichlet, NormalWishart
 from ..graph import CategoricalFactor, FactorGraph, GaussianMixtureFactor
 from ..inference import fit_cavi
+from ..inference.cavi import INIT_METHODS
 from ..inference.threads import numba_threads
 from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
@@ -220,6 +221,7 @@ class GaussianMixture:
 
         ``init_resp`` (N, K) starts CAVI from the given responsibilities.
         """
+        check_choice(self.init_params, "init_params", INIT_METHODS)
         _check_no_constant_column(self._check_data(X))
         graph = self.build_graph(X)
         init_locals = None if init_resp is None else {"assignment": init_resp}
@@ -340,5 +342,10 @@ class GaussianMixture:
 
         model = load(path)
         if not isinstance(model, cls):
-            raise ValueError(f"{path} contains a {type(model).__name__}, not a {cls.__name__}")
+            found = type(model).__name__
+            article = "an" if found[0] in "AEIOU" else "a"
+            raise ValueError(
+                f"{path} contains {article} {found}, not a {cls.__name__}; load it with "
+                f"fg_influence.io.load, which returns whatever type was saved"
+            )
         return model

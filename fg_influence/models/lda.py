@@ -161,8 +161,12 @@ def _check_counts(counts) -> scipy.sparse.csr_matrix:
         raise ValueError("counts must be finite")
     if np.any(matrix.data < 0):
         raise ValueError(f"word counts must be non-negative, got {matrix.data[matrix.data < 0][:5].tolist()}")
-    if np.any(matrix.data != np.round(matrix.data)):
-        raise ValueError("word counts must be integers")
+    fractional = matrix.data[matrix.data != np.round(matrix.data)]
+    if fractional.size:
+        raise ValueError(
+            f"word counts must be integers, got {fractional[:5].tolist()}; pass raw counts (for "
+            f"example from CountVectorizer), not TF-IDF weights or normalised frequencies"
+        )
     matrix.eliminate_zeros()
     matrix.sort_indices()
     empty = np.flatnonzero(np.diff(matrix.indptr) == 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._validation import as_float_array, check_int, check_real
+from .._validation import as_float_array, check_choice, check_int, check_real
 from ..families import Beta, Dirichlet, Gamma, NormalGamma
 from ..graph import (
     BernoulliFactor,
@@ -25,6 +25,7 @@ from ..graph import (
     PoissonFactor,
 )
 from ..inference import fit_cavi
+from ..inference.cavi import INIT_METHODS
 from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
 from ..kernels.mixture import normalize_log_resp
@@ -72,6 +73,7 @@ class _ConjugateMixture:
 
     def fit(self, X, y=None, *, init_resp=None):
         """Fit the posterior to X; ``init_resp`` (N, K) starts CAVI from given responsibilities."""
+        check_choice(self.init_params, "init_params", INIT_METHODS)
         graph = self.build_graph(X) if y is None else self.build_graph(X, y)
         init_locals = None if init_resp is None else {"assignment": init_resp}
         self.posterior_ = fit_cavi(
