@@ -158,5 +158,6 @@ def test_gaussian_values_far_from_zero_suggest_centring():
     x = np.random.default_rng(0).normal(1e8, 1.0, size=200)
     # Values near 1e8 with unit spread make the Normal-Wishart count
     # coordinates cancel, and the error suggests centring and scaling.
-    with pytest.raises(ValueError, match=r"lost positive definiteness.*centre and scale"):
+    with pytest.raises(ValueError, match=r"lost positive definiteness.*centre and scale") as caught:
         HiddenMarkovModel(2, emission="gaussian").fit([x])
+    assert "too few distinct values per state" in str(caught.value)

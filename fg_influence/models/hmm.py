@@ -185,8 +185,9 @@ class HiddenMarkovModel:
             # values sit far from 0 compared with their spread.
             raise ValueError(
                 f"fitting the sequences failed because a state's posterior lost positive definiteness "
-                f"({error}). This happens when the values are far from 0 relative to their spread; "
-                f"centre and scale them first, for example (x - mean) / sd over all sequences"
+                f"({error}). Usual causes: the values are far from 0 relative to their spread, so "
+                f"centre and scale them first, for example (x - mean) / sd over all sequences; or "
+                f"too few distinct values per state, so use fewer states or longer sequences"
             ) from None
         posterior = self.posterior_
         self.initial_ = posterior.globals["initial"].mean()
