@@ -1101,9 +1101,11 @@ def hessian_cholesky(hessian: np.ndarray, variables) -> np.ndarray:
     except np.linalg.LinAlgError:
         raise ValueError(
             f"the Hessian of the log-partition of {sorted(variables)} is not numerically positive "
-            f"definite, so the linear-response correction cannot be computed; this happens when "
-            f"columns of the data lie far from the origin compared with their spread. Centre and scale "
-            f"the columns (subtract the mean, divide by the standard deviation) and refit, or use "
+            f"definite, so the linear-response correction cannot be computed. This happens when "
+            f"columns of the data lie far from the origin compared with their spread, or when a "
+            f"component's data are nearly degenerate (a nearly constant or duplicated column, or a "
+            f"component with very few rows). Centre and scale the columns (subtract the mean, divide by "
+            f"the standard deviation), drop constant or duplicated columns, and refit, or use "
             f"method='division'"
         ) from None
 
