@@ -1498,17 +1498,19 @@ class LinearResponseSummaries:
         emission = [b for b in system.blocks if b.predictive_weights is not None]
         weights = emission[0].predictive_weights(self.improper.copy()) if emission and coupled else None
         shifts: dict[str, np.ndarray] = {}
-        for sites, response_at, term_of in (self._direct_chunks() if direct else self._eigenbasis_chunks()):
-            scratch = np.zeros(sites.size, dtype=bool)
-            for block in system.blocks:
-                response = response_at(block.variable, block.shift_coordinates)
-                for name, values in block.shifts(sites, response, scratch).items():
-                    if name not in shifts:
-                        shifts[name] = np.zeros((n_sites,) + values.shape[1:])
-                    shifts[name][sites] = values
-                if weights is not None:
-                    log_predictive[sites] += block.predictive_correction(sites, weights[sites],
-                                                                         term_of(block.variable), response)
+        # Chunk-sized products, on one BLAS thread (see _one_blas_thread).
+        with _one_blas_thread():
+            for sites, response_at, term_of in (self._direct_chunks() if direct else self._eigenbasis_chunks()):
+                scratch = np.zeros(sites.size, dtype=bool)
+                for block in system.blocks:
+                    response = response_at(block.variable, block.shift_coordinates)
+                    for name, values in block.shifts(sites, response, scratch).items():
+                        if name not in shifts:
+                            shifts[name] = np.zeros((n_sites,) + values.shape[1:])
+                        shifts[name][sites] = values
+                    if weights is not None:
+                        log_predictive[sites] += block.predictive_correction(
+                            sites, weights[sites], term_of(block.variable), response)
         log_predictive[self.improper] = -np.inf
         for values in shifts.values():
             values[self.improper] = 0.0
@@ -1556,32 +1558,43 @@ class LinearResponseSummaries:
         blocks = self._response_blocks
         resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
         n_sites = resp.shape[0]
+        # M is 0 outside the coupled groups, so only their categories take part.
+        coupled = np.zeros(k_count, dtype=bool)
+        for index in system.groups:
+            coupled[np.unique(index // q)] = True
+        members = np.flatnonzero(coupled)
         for start in range(0, n_sites, self.chunk_sites):
             sites = np.arange(start, min(n_sites, start + self.chunk_sites))
             f = system.features(sites)
-            # Per active category l: its rows in the chunk and their messages r_il f_i.
+            # Per coupled category l: its rows in the chunk, their messages
+            # r_il f_i, and each chunk row's position among them (-1 if none).
             weighted = []
-            for l in range(k_count):
+            position = np.full((k_count, sites.size), -1)
+            for l in members:
                 rows = np.flatnonzero(resp[sites, l])
                 if rows.size:
                     weighted.append((l, rows, resp[sites[rows], l, None] * f[rows]))
+                    position[l, rows] = np.arange(rows.size)
 
             def response_at(name, positions, sites=sites, weighted=weighted):
                 coords = self._slices[name].start + np.asarray(positions, dtype=int)
-                out = np.zeros((sites.size, k_count * coords.size))
+                out = np.zeros((sites.size, members.size * coords.size))
                 for l, rows, messages in weighted:
-                    out[rows] -= messages @ blocks[:, coords, l, :].reshape(-1, q).T
-                return out.reshape(sites.size, k_count, coords.size)
+                    out[rows] -= messages @ blocks[np.ix_(members, coords)][:, :, l, :].reshape(-1, q).T
+                full = np.zeros((sites.size, k_count, coords.size))
+                full[:, members] = out.reshape(sites.size, members.size, coords.size)
+                return full
 
-            def term_of(name, weighted=weighted):
+            def term_of(name, weighted=weighted, position=position):
                 part = self._slices[name]
 
                 def term(rows, k):
                     out = np.zeros((rows.size, part.stop - part.start))
-                    for l, active, messages in weighted:
-                        # Positions in ``rows`` of the sites where category l is active.
-                        found = np.searchsorted(active, rows)
-                        hit = (found < active.size) & (active[np.minimum(found, active.size - 1)] == rows)
+                    if not coupled[k]:
+                        return out
+                    for l, _, messages in weighted:
+                        found = position[l, rows]
+                        hit = found >= 0
                         if hit.any():
                             out[hit] -= messages[found[hit]] @ blocks[k, part, l, :].T
                     return out
