@@ -10,6 +10,7 @@ from .._validation import check_site_indices
 from ..inference.cavi import fit_cavi
 from ..inference.posterior import Posterior
 from .division import posterior_kl
+from .factor_rotation import align_rotation
 
 #: Relative ELBO tolerance of exact refits; tight because the KL values
 #: being checked are often below 1e-3.
@@ -37,6 +38,12 @@ def exact_kl(posterior: Posterior, groups: Sequence, *, tol: float = REFIT_TOL,
              progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Posterior]]:
     """KL(q || q refitted without each group) for a list of site groups.
 
+    For factor analysis with two or more factors, whose refits can end
+    anywhere on an orbit of rotations of the factors, each refit is first
+    rotated to the rotation closest to the fit
+    (:func:`fg_influence.influence.factor_rotation.align_rotation`), and the
+    returned refits are the rotated ones.
+
     Parameters
     ----------
     groups : sequence of int or of sequences of int
@@ -55,7 +62,7 @@ def exact_kl(posterior: Posterior, groups: Sequence, *, tol: float = REFIT_TOL,
     values = np.empty(len(groups))
     refits = []
     for index, group in enumerate(groups):
-        refit = refit_without(posterior, group, tol=tol, max_iter=max_iter)
+        refit = align_rotation(posterior, refit_without(posterior, group, tol=tol, max_iter=max_iter))
         values[index] = posterior_kl(posterior.globals, refit.globals)
         refits.append(refit)
         if progress is not None:
