@@ -39,9 +39,10 @@ def register(commands) -> None:
                         help="how to estimate the posterior without each row: 'division' keeps the "
                              "other rows' latent factors at their fitted posterior; 'linear-response' "
                              "adds their first-order response, which is much closer to exact refits "
-                             "and closer still with a tighter --tol such as 1e-12; it needs --factors "
-                             "1, because with more factors their rotations make it undefined (default: "
-                             "division)")
+                             "and closer still with a tighter --tol such as 1e-12 (recommended with "
+                             "two or more factors); with two or more factors both it and --exact "
+                             "compare the posteriors in the rotation of the factors closest to the "
+                             "fit (default: division)")
     add_site_options(parser, "rows")
     add_plot_option(parser)
     add_tol_option(parser, default_tol(FactorAnalysis))
@@ -123,10 +124,6 @@ def run(args, out=None) -> dict:
     if np.any(scale == 0):
         constant = [c for c, s in zip(columns, scale) if s == 0]
         raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
-    if args.method == "linear-response" and args.factors != 1:
-        raise ValueError(f"--method linear-response needs --factors 1, got {args.factors}: with two or "
-                         f"more factors the model is invariant to rotating them, so the correction is "
-                         f"undefined; use --method division and confirm with --exact")
     model = FactorAnalysis(args.factors, tol=args.tol).fit((data - center) / scale)
     result = model.influence(method=args.method)
     if args.exact is not None:

@@ -92,14 +92,37 @@ the G x G matrix I - B for every row.
 
 Rotations. With L >= 2 factors the model and the mean-field family are
 invariant to rotating every loading row's factor part and every z_i by the
-same orthogonal matrix (the priors N(0, I) and N(0, diag(loading
-precision)) are isotropic). The ELBO is then constant along L (L - 1) / 2
-directions through the fit, J has an eigenvalue 1 along each of them, and
-I - J is singular: the fixed point without a row is not isolated, and an
-exact refit ends wherever CAVI's slow drift along the rotation leaves it.
-The correction is therefore offered for one factor only; with more,
-:func:`build_factor_analysis_response_system` raises SingularResponseError
-and names the eigenvalue it measured.
+same orthogonal matrix, when the priors N(0, I) on z_i and the loadings'
+prior are isotropic in the factor part (as ``FactorAnalysis`` builds them;
+see :mod:`fg_influence.influence.factor_rotation`). The ELBO is then
+constant along the rotation orbit through the fit, and the fixed point
+without a row is an orbit, not a point. For a generator A of so(L)
+(embedded in P x P with a zero last row and column) the orbit's tangent
+at g is
+
+    t_A = (A eta1_d, A eta2_d - eta2_d A for every column d, 0 for the noise),
+
+and differentiating F(rotated g) = rotated F(g) at the fixed point gives
+J t_A = t_A. So J has an eigenvalue 1 along each of the L (L - 1) / 2
+tangents, B has the eigenvectors u_A = L^T t_A, and I - J is singular.
+The row's messages satisfy the solvability condition u_A^T L^T s_i =
+t_A^T H s_i = 0, because -H s_i is the gradient of the ELBO without row i
+at the fit, and that ELBO is rotation invariant too.
+
+The correction therefore solves in the orthogonal complement of the u_A:
+with U an orthonormal basis of span{u_A} and Q one of its complement,
+
+    L^T delta_g_i = -Q (I - Q^T B Q)^-1 Q^T y_i,   y_i = L^T s_i,
+
+the minimum-norm solution in B's coordinates. It is the first-order
+leave-one-out fixed point closest to the fit in the metric of H, and so
+(to second order) the one with the smallest KL to the fit. The
+conditioning check and SingularResponseError apply to the eigenvalues of
+Q^T B Q. The linearised Jacobi iteration from the fit stays in the same
+subspace, because H t_A is a left eigenvector of J for the eigenvalue 1
+and s_i is H-orthogonal to t_A. Exact refits are compared in this gauge:
+their KL is taken after rotating each refit to the rotation closest to
+the fit (:func:`fg_influence.influence.factor_rotation.align_rotation`).
 
 The library's own CAVI updates the loadings and then the noise precisions
 from the new loadings (a Gauss-Seidel sweep), which has the same fixed
@@ -110,40 +133,54 @@ Jacobi form.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+from scipy import linalg
 from scipy.special import polygamma
 
+from .._validation import check_site_indices
 from ..families import Gamma, MultivariateNormal
 from ..graph.blocks import block_names
 from ..graph.factor_analysis_factors import LatentPriorFactor, LinearGaussianFactor
 from ..inference.posterior import Posterior
 from .division import site_messages
+from .factor_rotation import has_rotation_symmetry
 from .linear_response import (  # noqa: F401  (the exception types are re-exported for callers)
     IllConditionedResponseWarning,
     SingularResponseError,
     check_conditioning,
     hessian_cholesky,
 )
-from .linear_response_blocks import (  # noqa: F401  (newton_corrected_coordinates is re-exported)
+from .linear_response_blocks import (
     DenseResponseSystem,
     corrected_global_kl,
-    newton_corrected_coordinates,
     symmetric_form,
 )
+from .linear_response_blocks import newton_corrected_coordinates as _dense_newton_step
 
 __all__ = [
     "FactorAnalysisLayout",
-    "FactorAnalysisResponseSystem",
     "FactorAnalysisLinearResponseSummaries",
+    "FactorAnalysisResponseSystem",
     "all_row_summaries",
     "build_factor_analysis_response_system",
     "factor_analysis_factors",
     "is_factor_analysis",
     "newton_corrected_coordinates",
+    "rotation_tangents",
 ]
+
+#: Largest |B u - u| (u a unit rotation direction) accepted without a warning. At a
+#: converged fit it is of the order of the distance from the fixed point: 2e-5 on
+#: standardized iris with two factors and the default tol of 1e-9, 2e-7 with tol 1e-13.
+ROTATION_RESIDUAL_WARN = 1e-3
+
+#: Smallest norm, in the metric of H, of a rotation direction u_A = L^T t_A that is solved around.
+ROTATION_NORM_TOL = 1e-8
 
 
 # The model's factors and its coordinates.
@@ -264,6 +301,31 @@ class FactorAnalysisLayout:
         eta2[..., rows, cols] = upper
         eta2[..., cols, rows] = upper
         return (eta1, eta2), (coords[..., self.shape].copy(), coords[..., self.rate].copy())
+
+
+# Rotations of the factors.
+
+
+def rotation_tangents(layout: FactorAnalysisLayout, coords) -> np.ndarray:
+    """Tangents of the rotation orbit through coordinates g, one per generator of so(L), shape (L (L - 1) / 2, G).
+
+    For the generator A = E_ab - E_ba (a < b), embedded in the P x P
+    matrices with a zero last row and column, rotating every loading row
+    by exp(eps A) moves eta1_d by eps A eta1_d and eta2_d by
+    eps (A eta2_d - eta2_d A), and leaves the noise coordinates alone.
+    The tangents are in the order of ``numpy.triu_indices(L, 1)``; they
+    are not normalised.
+    """
+    (eta1, eta2), _ = layout.unpack(coords)
+    n_factors = layout.n_loadings - 1
+    zeros = np.zeros(layout.n_columns)
+    tangents = []
+    for a, b in zip(*np.triu_indices(n_factors, 1)):
+        generator = np.zeros((layout.n_loadings, layout.n_loadings))
+        generator[a, b], generator[b, a] = 1.0, -1.0
+        moved = ((eta1 @ generator.T, generator @ eta2 - eta2 @ generator), (zeros, zeros))
+        tangents.append(layout.pack(*moved))
+    return np.array(tangents).reshape(-1, layout.size)
 
 
 # The Hessian of the log-partition and the Jacobian.
@@ -435,10 +497,23 @@ class FactorAnalysisResponseSystem(DenseResponseSystem):
         V = dS/du, symmetrised.
     symmetric : ndarray, shape (G, G)
         B = L^T V L.
-    eigenvalues : ndarray, shape (G,)
-        Of J (equal to those of B), ascending.
+    eigenvalues : ndarray, shape (G,) or (G - R,)
+        Of J (equal to those of B), ascending. With a rotation symmetry,
+        those of Q^T B Q: the R rotation directions are left out (R is
+        L (L - 1) / 2 unless factors have collapsed to the prior).
     condition_number : float
-        Of I - J, as (1 - smallest) / (1 - largest) eigenvalue.
+        Of I - J, as (1 - smallest) / (1 - largest) eigenvalue (over the
+        same eigenvalues).
+    rotation_basis : ndarray, shape (G, R) or None
+        U, an orthonormal basis of the rotation directions u_A = L^T t_A in
+        B's coordinates; None without a rotation symmetry (one factor).
+    complement : ndarray, shape (G, G - R) or None
+        Q, an orthonormal basis of their orthogonal complement, in which
+        :meth:`solve` works; None without a rotation symmetry.
+    rotation_eigenvalues : ndarray, shape (R,)
+        Eigenvalues of U^T B U, 1 at an exact fixed point.
+    rotation_residual : float
+        Largest |B u - u| over the columns u of U, 0 at an exact fixed point.
     """
 
     layout: FactorAnalysisLayout
@@ -457,6 +532,31 @@ class FactorAnalysisResponseSystem(DenseResponseSystem):
     condition_number: float
     loadings: MultivariateNormal
     noise: Gamma
+    rotation_basis: np.ndarray | None = None
+    complement: np.ndarray | None = None
+    rotation_eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    rotation_residual: float = 0.0
+
+    @cached_property
+    def _factor(self):
+        if self.complement is None:
+            return super()._factor
+        reduced = np.eye(self.complement.shape[1]) - self.complement.T @ self.symmetric @ self.complement
+        return linalg.cho_factor(0.5 * (reduced + reduced.T), lower=True)
+
+    def solve(self, vectors: np.ndarray) -> np.ndarray:
+        """Apply (I - J)^-1 to each row of ``vectors`` (n, G), as L^-T (I - B)^-1 L^T.
+
+        With a rotation symmetry I - J is singular, and this applies
+        L^-T Q (I - Q^T B Q)^-1 Q^T L^T. That is the minimum-norm solution in
+        B's coordinates. Each vector's part along the rotation directions,
+        zero at an exact fixed point, is dropped.
+        """
+        if self.complement is None:
+            return super().solve(vectors)
+        projected = self.complement.T @ (self.cholesky.T @ np.asarray(vectors, dtype=float).T)
+        inner = self.complement @ linalg.cho_solve(self._factor, projected)
+        return linalg.solve_triangular(self.cholesky, inner, lower=True, trans="T").T
 
     def site_jacobian(self, site: int) -> np.ndarray:
         """J_i = V_i H, row i's own term of J, shape (G, G)."""
@@ -485,14 +585,16 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
     NotImplementedError
         If the graph is not factor analysis.
     SingularResponseError
-        If the model has two or more factors (the rotation symmetry makes
-        I - J singular), or J has an eigenvalue of at least 1 (the fit is
-        not a strict local maximum of the ELBO).
+        If J has an eigenvalue of at least 1 (the fit is not a strict local
+        maximum of the ELBO), not counting the rotation directions of two or
+        more factors, which are solved around (see the module docstring).
 
     Warns
     -----
     IllConditionedResponseWarning
-        If the condition number of I - J exceeds CONDITION_WARN.
+        If the condition number of I - J exceeds CONDITION_WARN, or the
+        rotation directions are far from eigenvectors of J (see
+        :func:`rotation_split`).
     """
     likelihood = factor_analysis_factors(posterior)
     variables = (likelihood.loadings, likelihood.noise)
@@ -519,21 +621,18 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
     information = message_information(layout, loadings, noise, latent_covariance, block_statistics(x, latent_mean))
     information = 0.5 * (information + information.T)
     b_sym, eigenvalues = symmetric_form(chol, information)
-    if n_factors >= 2:
-        raise SingularResponseError(
-            f"the linear-response correction for factor analysis supports one factor only, got "
-            f"{n_factors}: with two or more the model is invariant to rotating the factors, so J has "
-            f"{n_factors * (n_factors - 1) // 2} eigenvalue(s) at 1 (largest measured here "
-            f"{eigenvalues[-1]:.6g}), I - J is singular, and the fixed point without a row is not "
-            f"isolated. Use method='division' as a screen and confirm with exact refits, or fit one factor"
-        )
+    coordinates = layout.pack(loadings.natural_params(), noise.natural_params())
+    rotation = {}
+    if has_rotation_symmetry(posterior):
+        rotation = rotation_split(chol, b_sym, rotation_tangents(layout, coordinates), warn)
+        eigenvalues = rotation.pop("eigenvalues")
     condition = check_conditioning(float(eigenvalues[-1]), float(eigenvalues[0]), warn, ADVICE)
     prior = graph.variables
     return FactorAnalysisResponseSystem(
         layout=layout,
         names=layout.names(*variables),
         variables=variables,
-        coordinates=layout.pack(loadings.natural_params(), noise.natural_params()),
+        coordinates=coordinates,
         prior_coordinates=layout.pack(prior[variables[0]].prior.natural_params(),
                                       prior[variables[1]].prior.natural_params()),
         site_messages=messages,
@@ -547,7 +646,82 @@ def build_factor_analysis_response_system(posterior: Posterior, *, warn: bool = 
         condition_number=condition,
         loadings=loadings,
         noise=noise,
+        **rotation,
     )
+
+
+def rotation_split(cholesky: np.ndarray, symmetric: np.ndarray, tangents: np.ndarray, warn: bool) -> dict:
+    """Split B's coordinates into the rotation directions u_A = L^T t_A and their complement.
+
+    Parameters
+    ----------
+    cholesky : ndarray, shape (G, G)
+        L, the lower Cholesky factor of H.
+    symmetric : ndarray, shape (G, G)
+        B = L^T V L.
+    tangents : ndarray, shape (R, G)
+        The rotation tangents t_A of :func:`rotation_tangents`. Directions
+        in their span with norm below ROTATION_NORM_TOL are not split off.
+    warn : bool
+        Warn if the u_A are far from eigenvectors of B.
+
+    Returns
+    -------
+    dict with ``rotation_basis`` U (G, R), ``complement`` Q (G, G - R),
+    ``rotation_eigenvalues`` (R,), ``rotation_residual`` and
+    ``eigenvalues`` (G - R,) of Q^T B Q, ascending.
+
+    Warns
+    -----
+    IllConditionedResponseWarning
+        If ``warn`` and some unit u in span{u_A} has |B u - u| above
+        ROTATION_RESIDUAL_WARN, which means the fit is far from a fixed point.
+    """
+    # A rotation that moves the posterior by less than ROTATION_NORM_TOL in the norm of
+    # H (a KL below about 1e-16 per radian) is no direction at all: the
+    # factors it mixes have collapsed to the prior.
+    vectors, sizes, _ = np.linalg.svd(cholesky.T @ tangents.T, full_matrices=True)
+    n_rotations = int(np.sum(sizes > ROTATION_NORM_TOL))
+    basis, complement = vectors[:, :n_rotations], vectors[:, n_rotations:]
+    residual = float(np.linalg.norm(symmetric @ basis - basis, axis=0).max(initial=0.0))
+    reduced = complement.T @ symmetric @ complement
+    if warn and residual > ROTATION_RESIDUAL_WARN:
+        warnings.warn(
+            f"the rotation directions of the factors are far from eigenvectors of J with eigenvalue 1 "
+            f"(|B u - u| up to {residual:.3g}), so the fit is far from a fixed point of CAVI and the "
+            f"linear-response estimates may be inaccurate; refit with a smaller tol such as 1e-12",
+            IllConditionedResponseWarning,
+            stacklevel=3,
+        )
+    return {"rotation_basis": basis, "complement": complement,
+            "rotation_eigenvalues": np.linalg.eigvalsh(basis.T @ symmetric @ basis),
+            "rotation_residual": residual,
+            "eigenvalues": np.linalg.eigvalsh(0.5 * (reduced + reduced.T))}
+
+
+def newton_corrected_coordinates(system: FactorAnalysisResponseSystem, site: int) -> np.ndarray:
+    """Take one Newton step from the fit towards the fixed point without row i, shape (G,).
+
+    The step is g - (I - J + J_i)^-1 s_i, division plus a response term in
+    J - J_i (see :func:`fg_influence.influence.linear_response_blocks.newton_corrected_coordinates`).
+    With a rotation symmetry the fixed points without the row form an
+    orbit. The step is then taken in the same gauge as
+    :meth:`FactorAnalysisResponseSystem.solve`: L^T times the step lies in
+    the complement Q of the rotation directions, and the equations are
+    projected onto Q,
+
+        g - L^-T Q (I - Q^T (B - B_i) Q)^-1 Q^T L^T s_i,   B_i = L^T V_i L.
+    """
+    if system.complement is None:
+        return _dense_newton_step(system, site)
+    site = int(check_site_indices([site], system.n_sites)[0])
+    stats = {key: value[site] for key, value in system.row_statistics.items()}
+    own = message_information(system.layout, system.loadings, system.noise, system.latent_covariance, stats)
+    without = system.symmetric - system.cholesky.T @ (0.5 * (own + own.T)) @ system.cholesky
+    q = system.complement
+    reduced = np.eye(q.shape[1]) - q.T @ without @ q
+    inner = q @ np.linalg.solve(reduced, q.T @ (system.cholesky.T @ system.site_messages[site]))
+    return system.coordinates - linalg.solve_triangular(system.cholesky, inner, lower=True, trans="T")
 
 
 #: Advice in the errors and warnings about I - J, for factor analysis.

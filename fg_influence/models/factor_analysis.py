@@ -136,10 +136,16 @@ class FactorAnalysis:
         """Leave-one-out influence of every example, by dividing its messages.
 
         ``method="linear-response"`` adds the other rows' response (see
-        :mod:`fg_influence.influence.linear_response_factor_analysis`). It
-        needs one factor. With two or more, a rotation of the factors leaves
-        the CAVI map with an eigenvalue of 1, so SingularResponseError is
-        raised.
+        :mod:`fg_influence.influence.linear_response_factor_analysis`).
+        With two or more factors, rotating every row's factors and the
+        loadings together leaves the model unchanged, so the fit without a
+        row is defined only up to a rotation. The correction then takes the
+        rotation closest to the fit (smallest KL, to second order), and
+        ``compute_exact`` rotates each refit to the rotation with the
+        smallest KL to the fit before taking its KL. With two or more
+        factors, fit with a small ``tol`` such as 1e-12: at the default
+        the fit is far enough from its fixed point to cost the correction
+        much of its accuracy (see ``docs/factor-analysis.md``).
         """
         self._check_fitted()
         return InfluenceResult(self.posterior_, method=method)
