@@ -14,6 +14,7 @@ from scipy.special import logsumexp
 
 from fg_influence import GaussianMixture
 from fg_influence.datasets import load_faithful
+from fg_influence.exceptions import ConvergenceWarning
 from fg_influence.influence import divide
 from fg_influence.influence._export import json_array
 from fg_influence.influence.loo import log_likelihood_draws, psis_loo, summarize_loo
@@ -196,3 +197,49 @@ def test_psis_loo_agrees_with_division(result, model):
 def test_log_likelihood_draws_rejects_bad_count(model):
     with pytest.raises(ValueError, match="n_draws must be at least 1, got 0"):
         log_likelihood_draws(model.posterior_, n_draws=0)
+
+
+def overlapping_fit(tol):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 2))
+    X = centres[rng.integers(0, 4, size=400)] + rng.normal(size=(400, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return GaussianMixture(4, random_state=0, tol=tol, max_iter=5000).fit(X)
+
+
+def test_exact_warns_on_loose_fit():
+    # Stopped after about a dozen iterations, the fit is KL ~400 from its own
+    # optimum, and the refits of 3 rows measure mostly that (measured 300-460).
+    result = overlapping_fit(1e-4).influence()
+    with pytest.warns(ConvergenceWarning, match=r"not converged to the refits' tolerance.*tol=1e-12"):
+        result.compute_exact(3)
+
+
+def test_exact_quiet_on_tight_fit():
+    result = overlapping_fit(1e-12).influence()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        result.compute_exact(3)
+    assert result.exact_sites.size == 3
+
+
+@pytest.mark.parametrize(("top_k", "error", "match"), [
+    (0, ValueError, "top_k must be at least 1, got 0"),
+    (-1, ValueError, "top_k must be at least 1, got -1"),
+    ("5", TypeError, "top_k must be an integer"),
+    (2.5, TypeError, "top_k must be an integer"),
+])
+def test_accuracy_rejects_bad_top_k(top_k, error, match):
+    result = overlapping_fit(1e-12).influence().compute_exact([0, 1, 2])
+    with pytest.raises(error, match=match):
+        result.accuracy(top_k=top_k)
+
+
+def test_accuracy_caps_top_k():
+    # With 3 refitted rows a top-3 overlap is 1 whatever the estimates, so
+    # the overlap is taken over the top 2.
+    result = overlapping_fit(1e-12).influence().compute_exact([0, 1, 2])
+    accuracy = result.accuracy(top_k=10)
+    assert accuracy["top_k"] == 2
+    assert accuracy["top_k_overlap"] in (0.0, 0.5, 1.0)

@@ -9,16 +9,22 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .._validation import check_int, check_site_indices
-from ..exceptions import ImproperDivisionWarning
+from ..exceptions import ConvergenceWarning, ImproperDivisionWarning
+from ..inference.cavi import fit_cavi
 from ..inference.posterior import Posterior
 from . import closed_form
-from .exact import exact_kl
+from .division import posterior_kl
+from .exact import REFIT_MAX_ITER, REFIT_TOL, align_rotation, exact_kl
 from . import _export
 from .loo import LooSummary, in_sample_log_predictive, summarize_loo
 
 MEASURES = ("kl", "loo_log_predictive")
 #: Ways to estimate the posterior without a site; see ``InfluenceResult``.
 METHODS = ("division", "linear-response")
+
+#: compute_exact warns when running the full fit on to the refits' tolerance
+#: moves it by more than this fraction of the median exact KL.
+DRIFT_WARN = 0.1
 
 
 class InfluenceResult:
@@ -45,6 +51,13 @@ class InfluenceResult:
     improper : ndarray of bool, shape (N,)
         Sites whose divided posterior is improper; their KL is reported as
         +inf and their LOO log predictive density as -inf.
+    exact_sites : ndarray of int, shape (m,)
+        The sites refitted by the last ``compute_exact`` call (empty before
+        the first); each call replaces them.
+    exact_kl : ndarray, shape (m,)
+        Exact KL of the refit without each site, aligned with
+        ``exact_sites`` (``exact_kl[j]`` belongs to site
+        ``exact_sites[j]``, not to site j).
     """
 
     def __init__(self, posterior: Posterior, method: str = "division"):
@@ -180,6 +193,16 @@ class InfluenceResult:
             largest estimated KL; a sequence names the sites.
         progress : callable, optional
             Called as ``progress(done, total)`` after each refit.
+
+        Warns
+        -----
+        ConvergenceWarning
+            If the fit itself was stopped well before the refits' tolerance
+            (a relative ELBO change of REFIT_TOL = 1e-12), so that refitting
+            all the data moves the posterior by more than a tenth of the
+            median exact KL. The exact values then measure mostly that
+            convergence, not the sites' influence, so refit the model with
+            a smaller ``tol`` first.
         """
         if isinstance(sites, str):
             if sites != "all":
@@ -193,24 +216,48 @@ class InfluenceResult:
         values, _ = exact_kl(self.posterior, [[int(i)] for i in chosen], progress=progress)
         self.exact_sites = np.asarray(chosen, dtype=np.int64)
         self.exact_kl = values
+        finite = values[np.isfinite(values)]
+        drift = self._convergence_drift()
+        if finite.size and drift > DRIFT_WARN * np.median(finite):
+            warnings.warn(
+                f"the fit has not converged to the refits' tolerance: refitting all the data to a relative "
+                f"ELBO change of {REFIT_TOL:g} moves the posterior by KL {drift:.3g}, against a median exact "
+                f"KL of {np.median(finite):.3g}, so the exact values mostly measure that convergence rather "
+                f"than the sites' influence. Refit the model with tol={REFIT_TOL:g} before compute_exact",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         return self
+
+    def _convergence_drift(self) -> float:
+        """Return the KL between the fit and the fit run on to REFIT_TOL, or 0 if it stopped there already."""
+        history = self.posterior.elbo_history
+        if len(history) >= 2 and abs(history[-1] - history[-2]) <= REFIT_TOL * abs(history[-1]):
+            return 0.0
+        refit = fit_cavi(self.posterior.graph, tol=REFIT_TOL, max_iter=REFIT_MAX_ITER,
+                         init_locals=dict(self.posterior.locals), warn=False)
+        refit = align_rotation(self.posterior, refit)
+        return float(posterior_kl(self.posterior.globals, refit.globals))
 
     def accuracy(self, top_k: int = 10) -> dict[str, float]:
         """Agreement of the estimated KL with the exact KL over the refitted sites.
 
         Returns the Spearman rank correlation, the median and maximum
-        relative error, and the overlap of the top ``top_k`` sets. The
+        relative error, and the overlap of the top ``top_k`` sets, with
+        ``top_k`` capped at one less than the number of refitted sites
+        (the overlap of all of them is 1 whatever the estimates). The
         Spearman correlation is NaN when the refitted sites' estimates or
         exact values are all equal (for example identical rows), because a
         ranking of equal values is undefined.
         """
         if self.exact_sites.size < 2:
             raise ValueError("accuracy needs exact refits of at least 2 sites; call compute_exact first")
+        top_k = check_int(top_k, "top_k", minimum=1)
         estimate = self.kl[self.exact_sites]
         exact = self.exact_kl
         finite = np.isfinite(estimate)
         relative = np.abs(estimate[finite] - exact[finite]) / np.maximum(np.abs(exact[finite]), 1e-300)
-        k = min(top_k, self.exact_sites.size)
+        k = min(top_k, self.exact_sites.size - 1)
         top_estimate = set(self.exact_sites[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(self.exact_sites[np.argsort(-exact, kind="stable")[:k]].tolist())
         constant = np.ptp(estimate[finite]) == 0.0 or np.ptp(exact) == 0.0 if finite.any() else True
