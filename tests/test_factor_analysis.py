@@ -1,10 +1,14 @@
 """Factor analysis: Gaussian latent blocks per example."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.datasets import load_iris
 
 from fg_influence.cli import main
 from fg_influence.influence import divide, posterior_kl
+from fg_influence.influence.linear_response import IllConditionedResponseWarning
 from fg_influence.models.factor_analysis import FactorAnalysis
 
 
@@ -65,3 +69,15 @@ def test_cli_drops_rows_with_missing_values(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "dropped 1 row(s) with missing values" in captured.err
     assert "(39 rows)" in captured.out
+
+
+def test_loose_multi_factor_fit_warns():
+    X = load_iris().data
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    loose = FactorAnalysis(2).fit(X)
+    with pytest.warns(IllConditionedResponseWarning, match=r"2 factors was fitted with tol=1e-09.*tol=1e-12"):
+        loose.influence(method="linear-response")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllConditionedResponseWarning)
+        FactorAnalysis(1).fit(X).influence(method="linear-response")
+        loose.influence()
