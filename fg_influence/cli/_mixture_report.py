@@ -92,8 +92,8 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
         print(f"Fit: {fit_seconds:.2f} s; total with exact refits of all {len(X)} rows: "
               f"{total_seconds:.2f} s", file=out)
     else:
-        print(f"Fit and all-row estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
-              file=out)
+        refits = f"; total with refits: {total_seconds:.2f} s" if result.exact_sites.size else ""
+        print(f"Fit and all-row estimates: {fit_seconds:.2f} s{refits}", file=out)
 
     document = _json_document(model, result, columns, labels, center, scale, standardize, accuracy,
                               method)

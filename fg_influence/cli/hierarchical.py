@@ -106,8 +106,8 @@ def run(args, out=None) -> dict:
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap "
               f"{accuracy['top_k_overlap']:.0%}, median relative error "
               f"{format_relative_error(accuracy['median_relative_error'])}", file=out)
-    print(f"Fit and all-group estimates: {fit_seconds:.2f} s; total with refits: {total_seconds:.2f} s",
-          file=out)
+    refits = f"; total with refits: {total_seconds:.2f} s" if result.exact_sites.size else ""
+    print(f"Fit and all-group estimates: {fit_seconds:.2f} s{refits}", file=out)
 
     document = _json_document(model, result, coef_names, args, accuracy)
     if args.json is not None:

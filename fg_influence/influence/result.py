@@ -190,7 +190,9 @@ class InfluenceResult:
         ----------
         sites : "all", int or sequence of int
             "all" refits every site; an integer n refits the n sites with the
-            largest estimated KL; a sequence names the sites.
+            largest estimated KL; a sequence names the sites. An integer
+            picks each method's own top n, so to compare methods with
+            ``accuracy``, refit the same sites for both (a list, or "all").
         progress : callable, optional
             Called as ``progress(done, total)`` after each refit.
 
@@ -251,7 +253,10 @@ class InfluenceResult:
         ranking of equal values is undefined.
         """
         if self.exact_sites.size < 2:
-            raise ValueError("accuracy needs exact refits of at least 2 sites; call compute_exact first")
+            raise ValueError(
+                f"accuracy needs exact refits of at least 2 sites, got {self.exact_sites.size}; call "
+                f"compute_exact with 2 or more sites first"
+            )
         top_k = check_int(top_k, "top_k", minimum=1)
         estimate = self.kl[self.exact_sites]
         exact = self.exact_kl
