@@ -6,10 +6,10 @@ sweep (update the block, then every global from the same state). They
 also check division plus the response term against one Newton step on
 the fixed-point equations without a row, whose Jacobian is also taken by
 finite differences. With two and three factors they check that the
-closed-form rotation tangents are eigenvectors of J with eigenvalue 1,
-that every row's message is orthogonal to them, and that the projected
-solve around them matches a dense pseudo-inverse, a bordered solve per
-row and a finite-difference Newton step in the same gauge. The accuracy
+closed-form rotation tangents are eigenvectors of J with eigenvalue 1 and
+that every row's message is orthogonal to them. They also check the
+projected solve around them against a dense pseudo-inverse, a bordered
+solve per row and a finite-difference Newton step in the same gauge. The accuracy
 tests compare both estimates with exact refits on standardized iris,
 rotated to the fit with two factors.
 """
@@ -519,7 +519,8 @@ def test_rotation_directions_off_eigenvectors_warn(iris_two_factors, monkeypatch
 def test_one_factor_results_unchanged(iris_model):
     posterior = iris_model.posterior_
     system = lrf.build_factor_analysis_response_system(posterior, warn=False)
-    assert system.rotation_basis is None and system.complement is None
+    assert system.rotation_basis is None
+    assert system.complement is None
     assert system.rotation_eigenvalues.size == 0
     # One factor takes the dense route unchanged: the same Cholesky solve.
     np.testing.assert_array_equal(system.solve(system.site_messages),

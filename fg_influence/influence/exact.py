@@ -38,8 +38,8 @@ def exact_kl(posterior: Posterior, groups: Sequence, *, tol: float = REFIT_TOL,
              progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[Posterior]]:
     """KL(q || q refitted without each group) for a list of site groups.
 
-    For factor analysis with two or more factors, whose refits can end
-    anywhere on an orbit of rotations of the factors, each refit is first
+    For factor analysis with two or more factors, a refit can end anywhere
+    on an orbit of rotations of the factors. Each refit is therefore first
     rotated to the rotation closest to the fit
     (:func:`fg_influence.influence.factor_rotation.align_rotation`), and the
     returned refits are the rotated ones.

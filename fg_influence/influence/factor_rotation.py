@@ -7,9 +7,9 @@ likelihood unchanged:
     w_d[:L] -> R w_d[:L],   z_i -> R z_i.
 
 The priors, the mean-field family and the ELBO are unchanged too when
-z_i ~ N(0, I) and the loadings' prior is isotropic in the factor part: zero
-prior mean there, a precision c I in that block, and no coupling to the
-column mean, as ``FactorAnalysis`` builds it. The fit without a row is
+z_i ~ N(0, I) and the loadings' prior is isotropic in the factor part. That
+prior needs a zero mean there, a precision c I in that block, and no
+coupling to the column mean, which is how ``FactorAnalysis`` builds it. The fit without a row is
 then an orbit of fixed points, not a single one, and a refit warm-started
 from the fit stops wherever CAVI leaves it on that orbit. Its KL to the
 fit mixes the row's influence with an arbitrary rotation.

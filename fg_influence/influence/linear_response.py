@@ -559,6 +559,14 @@ class ResponseSystem:
         return np.concatenate([b.features(sites) for b in self.blocks], axis=1)
 
     @cached_property
+    def category_groups(self) -> np.ndarray:
+        """Index in ``groups`` of each category's coupled group, -1 for a category in none, shape (K,)."""
+        out = np.full(self.n_categories, -1)
+        for g, index in enumerate(self.groups):
+            out[np.unique(index // self.block_size)] = g
+        return out
+
+    @cached_property
     def pair_activity(self) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of categories and sites with some r_k r_l above RESP_TOL (see pair_activity)."""
         return pair_activity(self.resp)
@@ -1330,9 +1338,7 @@ class LinearResponseSummaries:
         table = system.moments[1]
         k_count, q = system.n_categories, system.block_size
         raw = np.ascontiguousarray(system.resp, dtype=float)
-        group_of = np.full(k_count, -1)
-        for g, index in enumerate(system.groups):
-            group_of[np.unique(index // q)] = g
+        group_of = system.category_groups
         together, _ = system.pair_activity
         # Only pairs of categories in one group that some site has above RESP_TOL add anything.
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
@@ -1559,9 +1565,7 @@ class LinearResponseSummaries:
         resp = np.where(system.resp > RESP_TOL, system.resp, 0.0)
         n_sites = resp.shape[0]
         # M is 0 outside the coupled groups, so only their categories take part.
-        coupled = np.zeros(k_count, dtype=bool)
-        for index in system.groups:
-            coupled[np.unique(index // q)] = True
+        coupled = system.category_groups >= 0
         members = np.flatnonzero(coupled)
         for start in range(0, n_sites, self.chunk_sites):
             sites = np.arange(start, min(n_sites, start + self.chunk_sites))

@@ -331,7 +331,7 @@ def pair_activity(resp, tol, n_parts):
     Returns ``(together, ambiguous)``. ``together`` has one (K, K)
     boolean array per part of the sites (one part per thread), set at
     [k, l] for such a pair, and the caller combines them. ``ambiguous``
-    tells, per site, whether it has such a pair.
+    marks the sites that have such a pair.
     """
     n, k_count = resp.shape
     together = np.zeros((n_parts, k_count, k_count), dtype=np.bool_)

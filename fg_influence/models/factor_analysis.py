@@ -151,10 +151,10 @@ class FactorAnalysis:
         rotation closest to the fit (smallest KL, to second order), and
         ``compute_exact`` rotates each refit to the rotation with the
         smallest KL to the fit before taking its KL. With two or more
-        factors, fit with a small ``tol`` such as 1e-12: at the default
-        the fit is far enough from its fixed point to cost the correction
-        much of its accuracy (see ``docs/factor-analysis.md``), and with
-        ``tol`` above LINEAR_RESPONSE_TOL it warns.
+        factors, fit with a small ``tol`` such as 1e-12, because at the
+        default the fit stops far enough from its fixed point to cost the
+        correction much of its accuracy (see ``docs/factor-analysis.md``).
+        With ``tol`` above LINEAR_RESPONSE_TOL it warns.
         """
         self._check_fitted()
         if method == "linear-response" and self.n_factors >= 2 and self.tol > LINEAR_RESPONSE_TOL:
