@@ -243,3 +243,9 @@ def test_accuracy_caps_top_k():
     accuracy = result.accuracy(top_k=10)
     assert accuracy["top_k"] == 2
     assert accuracy["top_k_overlap"] in (0.0, 0.5, 1.0)
+
+
+def test_accuracy_rejects_one_refit():
+    result = overlapping_fit(1e-12).influence().compute_exact([0])
+    with pytest.raises(ValueError, match=r"at least 2 sites, got 1; call compute_exact with 2 or more sites"):
+        result.accuracy()
