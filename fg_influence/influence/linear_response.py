@@ -974,12 +974,14 @@ def _blas_controller():
 
 
 def _one_blas_thread():
-    """Limit BLAS to one thread, for passes of many small matrix products.
+    """Limit BLAS to one thread, for the small dense problems of the linear response.
 
-    Each product of a chunk of sites with a Q x Q block is too small to
-    gain from BLAS threads, and waking them for every product cost more
-    than it saved. On 2 cores, the KL pass of 100,000 sites in ten
-    clusters took 0.17 s with one BLAS thread and 0.21 to 0.33 s with two.
+    Each product of a chunk of sites with a Q x Q block, and each product
+    with the G x G matrix B, is too small to gain from BLAS threads, and
+    waking them cost more than it saved. They also compete with the Numba
+    kernels' threads between calls. On 2 cores, with one core busy with
+    another job, the all-site pass of 100,000 sites in ten clusters took
+    0.35 s with one BLAS thread and 0.63 s with two.
     """
     return _blas_controller().limit(limits=1, user_api="blas")
 
@@ -1010,6 +1012,11 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
     IllConditionedResponseWarning
         If the condition number of I - J exceeds CONDITION_WARN.
     """
+    with _one_blas_thread():
+        return _build_response_system(posterior, warn)
+
+
+def _build_response_system(posterior: Posterior, warn: bool) -> ResponseSystem:
     local, blocks = response_blocks(posterior)
     resp = np.asarray(posterior.locals[local], dtype=float)
     k_count, q = resp.shape[1], sum(b.size for b in blocks)
@@ -1232,13 +1239,18 @@ class LinearResponseSummaries:
 
     def __init__(self, posterior: Posterior, *, warn: bool = True, chunk_sites: int = CHUNK_SITES,
                  kl_route: str | None = None):
-        from . import closed_form
-
         if kl_route not in (None, "moments", "eigenbasis"):
             raise ValueError(
                 f"kl_route must be None, 'moments' or 'eigenbasis', got {kl_route!r}; use None to let the "
                 f"blocks decide"
             )
+        with _one_blas_thread():
+            self._compute_kl(posterior, warn, chunk_sites, kl_route)
+
+    def _compute_kl(self, posterior, warn, chunk_sites, kl_route):
+        """Build the response system and add the response's KL to division's, site by site."""
+        from . import closed_form
+
         self.posterior = posterior
         self.system = build_response_system(posterior, warn=warn)
         self.chunk_sites = chunk_sites
