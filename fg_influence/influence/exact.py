@@ -24,6 +24,11 @@ def refit_without(posterior: Posterior, sites, *, tol: float = REFIT_TOL,
 
     The refit starts from the fitted responsibilities of the remaining
     sites, so its first global update is exactly the divided posterior.
+
+    For factor analysis with two or more factors the refit is returned as
+    CAVI left it, which can be any rotation of the factors. Pass it to
+    :func:`fg_influence.influence.factor_rotation.align_rotation` before
+    comparing loadings or factors with the fit (``exact_kl`` does so).
     """
     sites = check_site_indices(sites, posterior.n_sites)
     keep = np.ones(posterior.n_sites, dtype=bool)
