@@ -44,38 +44,7 @@ def read_numeric_csv(path, columns: list[str] | None = None, *,
         column is unknown, ``rownames``, not numeric or not finite.
     """
     path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path} is a directory; pass the path of a CSV file")
-    if not path.is_file():
-        raise ValueError(f"CSV file not found: {path}")
-    try:
-        # utf-8-sig drops the byte order mark that spreadsheet programs often
-        # write. Read as plain UTF-8, the mark would join the first column's name.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows, lines = read_nonempty_rows(handle)
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"CSV file {path} is not valid UTF-8 ({error.reason}); "
-            f"save it with UTF-8 encoding"
-        ) from None
-    except OSError as error:
-        raise ValueError(f"could not read CSV file {path}: {error.strerror or error}") from None
-    if not rows:
-        raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
-    header, body, lines = [name.strip() for name in rows[0]], rows[1:], lines[1:]
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise ValueError(
-            f"CSV file {path} repeats the header name(s) {repeated}; give every column a unique name"
-        )
-    if not body:
-        raise ValueError(f"CSV file {path} has a header but no data rows")
-    for number, row in zip(lines, body):
-        if len(row) != len(header):
-            raise ValueError(
-                f"CSV file {path}, line {number}: expected {len(header)} fields like the header, "
-                f"got {len(row)}"
-            )
+    header, body, lines = read_csv_rows(path)
     table = {name: [row[j].strip() for row in body] for j, name in enumerate(header)}
     labels = table.get(ROW_LABEL_COLUMN) or [str(i + 1) for i in range(len(body))]
 
@@ -113,6 +82,65 @@ def read_numeric_csv(path, columns: list[str] | None = None, *,
                     f"{lines[i]} has {text!r}; remove or impute missing values first"
                 )
     return data, list(columns), list(labels)
+
+
+def read_csv_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Read a CSV file with a header row, with the file checks that every CSV reader here shares.
+
+    The file is decoded as UTF-8, skipping a leading byte order mark, and
+    blank lines are skipped.
+
+    Returns
+    -------
+    header : list of str
+        The column names, stripped of surrounding spaces.
+    body : list of list of str
+        The data rows as read, each with as many fields as the header.
+    lines : list of int
+        The CSV line on which each data row ends, counting the header as
+        line 1 and including blank lines.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, a directory, unreadable or not UTF-8, has no
+        header or no data rows, repeats a header name, or has a row whose
+        number of fields differs from the header's.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; pass the path of a CSV file")
+    if not path.is_file():
+        raise ValueError(f"CSV file not found: {path}")
+    try:
+        # utf-8-sig drops the byte order mark that spreadsheet programs often
+        # write. Read as plain UTF-8, the mark would join the first column's name.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            rows, lines = read_nonempty_rows(handle)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"CSV file {path} is not valid UTF-8 ({error.reason}); "
+            f"save it with UTF-8 encoding"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"could not read CSV file {path}: {error.strerror or error}") from None
+    if not rows:
+        raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
+    header, body, lines = [name.strip() for name in rows[0]], rows[1:], lines[1:]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValueError(
+            f"CSV file {path} repeats the header name(s) {repeated}; give every column a unique name"
+        )
+    if not body:
+        raise ValueError(f"CSV file {path} has a header but no data rows")
+    for number, row in zip(lines, body):
+        if len(row) != len(header):
+            raise ValueError(
+                f"CSV file {path}, line {number}: expected {len(header)} fields like the header, "
+                f"got {len(row)}"
+            )
+    return header, body, lines
 
 
 def _parses_as_float(text: str) -> bool:
@@ -192,22 +220,21 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise",
     lines : list of int
         Returned only with ``line_numbers=True``: the CSV line of each row
         kept, counting the header as line 1.
+
+    Raises
+    ------
+    ValueError
+        For the file problems that :func:`read_csv_rows` checks, with the
+        same messages as :func:`read_numeric_csv`; if a requested column is
+        unknown, ``rownames`` or requested twice; if ``missing="raise"`` and
+        a row has a missing value; or if no row is left after dropping.
     """
     import warnings
 
     if missing not in ("raise", "drop"):
         raise ValueError(f'missing must be "raise" or "drop", got {missing!r}')
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"CSV file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows, lines = read_nonempty_rows(handle)
-    except UnicodeDecodeError as error:
-        raise ValueError(f"CSV file {path} is not valid UTF-8 ({error.reason}); save it with UTF-8 encoding") from None
-    if len(rows) < 2:
-        raise ValueError(f"CSV file {path} needs a header row and at least one data row")
-    header, body, lines = [name.strip() for name in rows[0]], rows[1:], lines[1:]
+    header, body, lines = read_csv_rows(path)
     unknown = [name for name in columns if name not in header]
     if unknown:
         raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
@@ -215,9 +242,6 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise",
         raise ValueError(f"column {ROW_LABEL_COLUMN!r} of {path} contains row labels, not data; choose other columns")
     if len(set(columns)) != len(columns):
         raise ValueError(f"a column is requested twice: {columns}")
-    for number, row in zip(lines, body):
-        if len(row) != len(header):
-            raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the header, got {len(row)}")
     positions = [header.index(name) for name in columns]
     label_position = header.index(ROW_LABEL_COLUMN) if ROW_LABEL_COLUMN in header else None
     labels = [row[label_position].strip() if label_position is not None else str(i + 1) for i, row in enumerate(body)]
@@ -231,7 +255,8 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise",
         )
     if incomplete:
         warnings.warn(
-            f"dropped {len(incomplete)} of {len(body)} rows of {path} with missing values in {columns}",
+            f"dropped {len(incomplete)} row(s) with missing values in {columns} from {path}, "
+            f"leaving {len(body) - len(incomplete)} of {len(body)} rows",
             UserWarning,
             stacklevel=2,
         )

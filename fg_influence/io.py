@@ -404,8 +404,23 @@ def load(path):
         return _rebuild(metadata, arrays, path)
     except (KeyError, TypeError, AttributeError, IndexError) as error:
         raise ValueError(
-            f"{path} is not a valid fg_influence file: its metadata is inconsistent ({error!r})"
+            f"cannot load {path}: the metadata is inconsistent ({error!r}), so the file was not "
+            f"written by fg_influence.io.save or was changed after saving"
         ) from None
+
+
+#: The first four bytes of a zip file: a local file header, or the end of
+#: the central directory for an archive with no members.
+ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _unreadable_archive(path: Path, reason: str) -> ValueError:
+    """Return the error for a file that is not a complete .npz archive, whether truncated or of another format."""
+    return ValueError(
+        f"cannot load {path}: not a readable fg_influence archive, because it is not a NumPy "
+        f".npz (zip) file; pass a file written by fg_influence.io.save. A truncated or damaged "
+        f"copy of such a file also gives this error ({reason})"
+    )
 
 
 def _read_archive(path: Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -420,24 +435,18 @@ def _read_archive(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     # every error path: np.load(path) leaves its own handle open when the zip
     # directory is unreadable (numpy 2.4), which shows as a ResourceWarning.
     with open(path, "rb") as handle:
-        signature = handle.read(2)
-        if signature != b"PK":
-            # Every zip file starts with "PK". Without this check np.load would read a
-            # .npy file as one array and treat other files as pickles that allow_pickle=False
-            # refuses, with advice about allow_pickle that does not apply here.
-            raise ValueError(
-                f"cannot load {path}: not a readable fg_influence archive, because it is not a NumPy "
-                f".npz (zip) file; pass a file written by fg_influence.io.save"
-            )
+        signature = handle.read(len(ZIP_SIGNATURES[0]))
+        if signature not in ZIP_SIGNATURES:
+            # Without this check np.load would read a .npy file as one array and treat
+            # other files, including a zip file cut to a few bytes, as pickles that
+            # allow_pickle=False refuses, with advice about allow_pickle that does not apply here.
+            raise _unreadable_archive(path, "it does not start with a zip signature")
         handle.seek(0)
         try:
             with np.load(handle, allow_pickle=False) as archive:
                 arrays = {name: archive[name] for name in archive.files}
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-            raise ValueError(
-                f"cannot load {path}: not a readable fg_influence archive (truncated or another "
-                f"format: {error})"
-            ) from None
+            raise _unreadable_archive(path, str(error)) from None
     if METADATA_MEMBER not in arrays or DIGEST_MEMBER not in arrays:
         raise ValueError(f"cannot load {path}: {METADATA_MEMBER} is missing, so it was not written by save")
     text = arrays.pop(METADATA_MEMBER)

@@ -124,7 +124,8 @@ def test_missing_values_dropped_with_warning(tmp_path, capsys):
                                              "--top", "2"], capsys)
 
     # penguins has 11 rows with sex recorded as NA.
-    assert "dropped 11 of 344 rows" in captured.err
+    assert "dropped 11 row(s) with missing values in ['species', 'sex']" in captured.err
+    assert "leaving 333 of 344 rows" in captured.err
     assert len(document["rows"]) == 333
 
 
@@ -143,7 +144,8 @@ def test_gmm_penguins_missing_drop(tmp_path, capsys):
                                              "--missing", "drop", "--top", "2"], capsys)
 
     # penguins has 2 rows with every measurement empty: lines 5 and 273.
-    assert "dropped 2 of 344 rows" in captured.err
+    assert "dropped 2 row(s) with missing values" in captured.err
+    assert "leaving 342 of 344 rows" in captured.err
     assert len(document["rows"]) == 342
     labels = {record["label"] for record in document["rows"]}
     assert "4" not in labels

@@ -69,6 +69,59 @@ def test_tol_just_below_one_accepted(capsys):
     assert "CAVI iterations" in capsys.readouterr().out
 
 
+# Negative numbers as option values
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["gmm", data_file("faithful.csv"), "-k", "2", "--seed", "-1e3"],
+     "fg-influence gmm: error: argument --seed: expected a non-negative integer, got '-1e3'"),
+    (["gmm", data_file("faithful.csv"), "-k", "-2e1"],
+     "fg-influence gmm: error: argument --components/-k: expected a positive integer, got '-2e1'"),
+    (["linreg", data_file("stackloss.csv"), "--target", "stack.loss", "--coef-precision-prior", "-1e-6"],
+     "fg-influence linreg: error: argument --coef-precision-prior: expected a positive finite number, "
+     "got '-1e-6'"),
+    (["linreg", data_file("stackloss.csv"), "--target", "stack.loss", "--coef-precision-prior", "-.5E+2"],
+     "fg-influence linreg: error: argument --coef-precision-prior: expected a positive finite number, "
+     "got '-.5E+2'"),
+])
+def test_negative_number_reaches_range_check(argv, expected, capsys):
+    with pytest.raises(SystemExit) as raised:
+        cli.main(argv)
+    assert raised.value.code == 2
+    assert error_lines(capsys) == [expected]
+
+
+def test_option_after_option_still_an_option(capsys):
+    # Only numbers are read as values: "--tol --top" still lacks the --tol value.
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["gmm", data_file("faithful.csv"), "-k", "2", "--tol", "--top", "3"])
+    assert raised.value.code == 2
+    assert error_lines(capsys) == ["fg-influence gmm: error: argument --tol: expected one argument"]
+
+
+# --exact help
+
+
+def help_text(name: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        cli.main([name, "--help"])
+    # argparse wraps help text at the terminal width, so collapse whitespace.
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_linreg_exact_help_describes_conjugate_refits(capsys):
+    text = help_text("linreg", capsys)
+    assert "each refit is the exact conjugate posterior without the row" in text
+    assert "CAVI" not in text
+
+
+@pytest.mark.parametrize("name", ["gmm", "mixture", "mixreg", "hierarchical", "hmm", "factor-analysis"])
+def test_cavi_exact_help_gives_refit_tolerance(name, capsys):
+    text = help_text(name, capsys)
+    assert "each refit runs CAVI to a relative ELBO change of 1e-12" in text
+    assert "conjugate posterior" not in text
+
+
 # --columns
 
 
@@ -98,6 +151,75 @@ def test_every_columns_subcommand_listed():
         if any("--columns" in action.option_strings for action in parser._actions):
             with_columns.add(name)
     assert with_columns == set(COLUMN_COMMANDS)
+
+
+# Constant columns in Gaussian mixtures
+
+
+CONSTANT_CSV = "rownames,a,b,c\nr1,1,5,2\nr2,2,5,3\nr3,3,5,1\nr4,4,5,7\nr5,5,5,2\nr6,2,5,4\n"
+
+
+@pytest.mark.parametrize("extra", [[], ["--missing", "drop"], ["--columns", "b,c"]])
+def test_gmm_constant_column_named(extra, tmp_path, capsys):
+    path = tmp_path / "constant.csv"
+    path.write_text(CONSTANT_CSV)
+    error = run_error(["gmm", str(path), "-k", "1"] + extra, capsys)
+    assert error.startswith("fg-influence: error: column(s) ['b'] are constant (every value of 'b' is 5)")
+    assert "leave them out with --columns" in error
+    assert "X column" not in error
+
+
+def test_compare_constant_column_named(tmp_path, capsys):
+    path = tmp_path / "constant.csv"
+    path.write_text(CONSTANT_CSV)
+    error = run_error(["compare", str(path), "-k", "1"], capsys)
+    assert error.startswith("fg-influence: error: column(s) ['b'] are constant")
+
+
+def test_gmm_fit_error_names_csv_column(monkeypatch, capsys):
+    # A check of GaussianMixture.fit that the command line does not repeat,
+    # such as one for nearly constant columns, names a column by position.
+    class NearlyConstantFit(GaussianMixture):
+        def fit(self, X):
+            raise ValueError("X column 1 is nearly constant; drop that column")
+
+    monkeypatch.setattr("fg_influence.cli._mixture_report.GaussianMixture", NearlyConstantFit)
+    error = run_error(["gmm", data_file("faithful.csv"), "-k", "2"], capsys)
+    assert error == "fg-influence: error: column 'waiting' is nearly constant; drop that column"
+
+
+# factor-analysis --missing
+
+
+def write_gappy_factors(tmp_path):
+    """Write 30 rows of four columns with an NA in column b on line 6, and return the path."""
+    rng = np.random.default_rng(8)
+    rows = [",".join(f"{v:.4f}" for v in row) for row in rng.normal(size=(30, 4))]
+    rows[4] = "0.1,NA,0.2,0.3"
+    path = tmp_path / "gappy.csv"
+    path.write_text("a,b,c,d\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_factor_analysis_missing_raise(tmp_path, capsys):
+    path = write_gappy_factors(tmp_path)
+    error = run_error(["factor-analysis", str(path), "-k", "1", "--missing", "raise"], capsys)
+    assert "1 row(s) of" in error
+    assert "the first is on line 6 (missing ['b'])" in error
+    assert "--missing drop" in error
+
+
+def test_factor_analysis_missing_drop_is_default(tmp_path, capsys):
+    path = write_gappy_factors(tmp_path)
+    outputs = []
+    for extra in ([], ["--missing", "drop"]):
+        json_path = tmp_path / f"fa{len(extra)}.json"
+        assert cli.main(["factor-analysis", str(path), "-k", "1", "--json", str(json_path)] + extra) == 0
+        assert "dropped 1 row(s) with missing values" in capsys.readouterr().err
+        outputs.append(json.loads(json_path.read_text()))
+    assert len(outputs[0]["rows"]) == 29
+    assert outputs[0]["rows"] == outputs[1]["rows"]
+    assert "(default drop)" in help_text("factor-analysis", capsys)
 
 
 # Options named in errors about columns

@@ -148,10 +148,13 @@ BAD_VALUES = ["0", "-1e-9", "nan", "inf", "-inf", "abc", "", "1e-400"]
 
 
 @pytest.mark.parametrize("text", BAD_VALUES)
-def test_bad_tol_is_one_error_line(text, files, capsys):
+@pytest.mark.parametrize("joined", [True, False], ids=["--tol=VALUE", "--tol VALUE"])
+def test_bad_tol_is_one_error_line(text, joined, files, capsys):
+    # With a separate value, negative numbers such as -1e-9 and -inf must
+    # reach the range check instead of being read as options.
+    option = [f"--tol={text}"] if joined else ["--tol", text]
     with pytest.raises(SystemExit) as raised:
-        # The --tol=VALUE form, because argparse reads a separate "-1e-9" as an option.
-        cli.main(_argv("mixreg", files, f"--tol={text}"))
+        cli.main(_argv("mixreg", files, *option))
     assert raised.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert errors == [

@@ -172,6 +172,31 @@ def test_load_truncated_file(saved):
         load(saved)
 
 
+@pytest.mark.parametrize("length", [0, 1, 2, 3, 4, 30, "half", "all but one"])
+def test_truncated_file_message_same_at_any_length(saved, length):
+    # A file cut to 2 or 3 bytes starts with "PK" like a zip file but is read
+    # by NumPy as a pickle, so it once gave advice about allow_pickle instead.
+    data = saved.read_bytes()
+    size = {"half": len(data) // 2, "all but one": len(data) - 1}.get(length, length)
+    saved.write_bytes(data[:size])
+    with pytest.raises(ValueError) as raised:
+        load(saved)
+    message = str(raised.value)
+    assert message.startswith(
+        f"cannot load {saved}: not a readable fg_influence archive, because it is not a NumPy .npz "
+        f"(zip) file; pass a file written by fg_influence.io.save. A truncated or damaged copy of "
+        f"such a file also gives this error ("
+    )
+    assert "allow_pickle" not in message
+
+
+def test_inconsistent_metadata_message_names_path(saved):
+    _edit_metadata(saved, lambda m: m["posterior"].pop("n_iter"))
+    with pytest.raises(ValueError) as raised:
+        load(saved)
+    assert str(raised.value).startswith(f"cannot load {saved}: the metadata is inconsistent (")
+
+
 @pytest.mark.parametrize("kept", [0.5, 0.99])
 def test_load_truncated_file_closes_it(saved, kept):
     data = saved.read_bytes()

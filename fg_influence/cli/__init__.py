@@ -13,12 +13,13 @@ import warnings
 
 from .. import __version__
 from . import compare, demo, factor_analysis, gmm, hierarchical, hmm, lda, linreg, mixreg, mixture
+from ._options import ArgumentParser
 
 SUBCOMMANDS = (demo, gmm, hierarchical, hmm, factor_analysis, lda, compare, linreg, mixture, mixreg)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fg-influence",
         description="Leave-one-out influence of each row on a variational Bayes model, estimated by "
                     "dividing each row's site message out of the fitted posterior.",

@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_table
+from .._csv import MISSING_VALUES, ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_rows, read_csv_table
 from ._mixture_report import _check_output_path, progress_bar
 from ._options import format_relative_error, format_spearman, parse_columns
 
 
-def add_missing_option(parser) -> None:
-    parser.add_argument("--missing", choices=("raise", "drop"), default="raise",
-                        help="rows with an empty or NA field in a used column: 'raise' stops with an "
-                             "error naming the first such row, 'drop' removes them with a warning that "
-                             "gives their count (default raise)")
+def add_missing_option(parser, default: str = "raise") -> None:
+    """Add --missing, which chooses what happens to rows with a missing value in a used column."""
+    parser.add_argument("--missing", choices=("raise", "drop"), default=default,
+                        help=f"rows with an empty or NA field in a used column: 'raise' stops with an "
+                             f"error naming the first such row, 'drop' removes them with a warning that "
+                             f"gives their count (default {default})")
 
 
 def split_columns(text: str | None) -> list[str] | None:
@@ -29,15 +30,8 @@ def split_columns(text: str | None) -> list[str] | None:
 
 def header_of(path: Path) -> list[str]:
     """Return the header names of a CSV file, for the default column choice."""
-    import csv
-
-    if not Path(path).is_file():
-        raise ValueError(f"CSV file not found: {path}")
-    with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-        header = next(csv.reader(handle), None)
-    if not header:
-        raise ValueError(f"CSV file {path} is empty; it needs a header row and data rows")
-    return [name.strip() for name in header]
+    header, _, _ = read_csv_rows(path)
+    return header
 
 
 def read_columns(path: Path, columns: list[str],
@@ -60,24 +54,29 @@ def numeric_matrix(table: dict[str, list[str]], columns: list[str], lines: list[
     return np.column_stack([numeric_column(table[name], name, lines, option) for name in columns])
 
 
-def default_numeric_columns(path: Path, exclude: list[str], missing: str, *,
-                            reject_mixed: bool = False) -> list[str]:
-    """List every column except ``rownames`` and ``exclude`` whose present values are all numeric.
+def default_numeric_columns(path: Path, exclude: list[str], *, reject_mixed: bool = False) -> list[str]:
+    """List every column except ``rownames`` and ``exclude`` that has values, all of them numeric.
+
+    Missing values (empty fields, ``NA`` and ``NaN``) are ignored, so a column with
+    nothing but missing values is left out.
 
     With ``reject_mixed``, a column whose present values are partly numeric and
     partly text raises a ValueError naming the CSV line of its first text value,
     instead of being left out.
     """
-    header = [name for name in header_of(path) if name != ROW_LABEL_COLUMN and name not in exclude]
-    # Only the column types matter here; read_columns reports dropped rows once, later.
-    table, _, lines = _read_loose(path, header)
+    header, body, lines = read_csv_rows(path)
     numeric = []
-    for name in header:
-        present = [(value, line) for value, line in zip(table[name], lines) if value not in ("", "NA")]
+    for j, name in enumerate(header):
+        if name == ROW_LABEL_COLUMN or name in exclude:
+            continue
+        # Each column is judged on its own present values, so that missing
+        # values in other columns do not hide any of its rows.
+        present = [(row[j].strip(), line) for row, line in zip(body, lines)
+                   if row[j].strip() not in MISSING_VALUES]
         text = [(value, line) for value, line in present if not _parses_as_float(value)]
-        if not text:
+        if present and not text:
             numeric.append(name)
-        elif reject_mixed and len(text) < len(present):
+        elif reject_mixed and text and len(text) < len(present):
             value, line = text[0]
             raise ValueError(
                 f"column {name!r} of {path} is numeric except at line {line} ({value!r}); correct or "
@@ -86,12 +85,6 @@ def default_numeric_columns(path: Path, exclude: list[str], missing: str, *,
     if not numeric:
         raise ValueError(f"CSV file {path} has no numeric columns besides {exclude}; name them with --columns")
     return numeric
-
-
-def _read_loose(path, header):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return read_csv_table(path, header, missing="drop", line_numbers=True)
 
 
 def finite_or_none(value):

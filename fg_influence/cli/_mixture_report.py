@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,37 @@ def progress_bar(total: int):
     return update
 
 
+def reject_constant_columns(data: np.ndarray, columns: list[str]) -> None:
+    """Raise ValueError naming the CSV columns of ``data`` (N, D) whose values are all equal.
+
+    GaussianMixture.fit rejects such columns too, but it names them by their
+    position in X. The command line checks first, so that the error uses
+    the CSV header's name. With fewer than 2 rows every column is constant,
+    so the check is left to the fit, which asks for more rows.
+    """
+    if len(data) < 2:
+        return
+    constant = [name for name, spread in zip(columns, np.ptp(data, axis=0)) if spread == 0]
+    if constant:
+        value = data[0, columns.index(constant[0])]
+        raise ValueError(
+            f"column(s) {constant} are constant (every value of {constant[0]!r} is {value:g}), so "
+            f"they have zero variance and no Gaussian mixture can be fitted to them; leave them out "
+            f"with --columns"
+        )
+
+
+def name_x_columns(error: ValueError, columns: list[str]) -> ValueError:
+    """Return ``error``, or a new ValueError with each "X column <position>" in the message replaced by the CSV name."""
+
+    def column_name(match: re.Match) -> str:
+        position = int(match.group(1))
+        return f"column {columns[position]!r}" if position < len(columns) else match.group(0)
+
+    message = re.sub(r"\bX column (\d+)\b", column_name, str(error))
+    return error if message == str(error) else ValueError(message)
+
+
 def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, components: int,
                 standardize: bool, top: int, exact, seed: int, n_init: int, json_path: Path | None,
                 title: str, out=None, plot_path: Path | None = None, method: str = "division",
@@ -61,10 +93,18 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
     if standardize and np.any(scale == 0):
         constant = [c for c, s in zip(columns, scale) if s == 0]
         raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
+    reject_constant_columns(data, columns)
     X = (data - center) / scale
 
     tol_option = {} if tol is None else {"tol": tol}
-    model = GaussianMixture(components, n_init=n_init, random_state=seed, **tol_option).fit(X)
+    try:
+        model = GaussianMixture(components, n_init=n_init, random_state=seed, **tol_option).fit(X)
+    except ValueError as error:
+        # Checks of single columns, such as for nearly constant ones, name them by position in X.
+        renamed = name_x_columns(error, columns)
+        if renamed is error:
+            raise
+        raise renamed from None
     if method == "exact":
         fit_seconds = time.perf_counter() - start
         result = ExactInfluence(model.posterior_, progress=progress_bar(len(X)))

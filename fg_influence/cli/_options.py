@@ -5,7 +5,32 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import re
 from pathlib import Path
+
+from ..influence.exact import REFIT_TOL
+
+
+#: Arguments that are negative numbers, such as -1, -.5, -1e-9, -inf and -nan.
+#: argparse's own pattern (Python 3.11) matches only the first two forms, so
+#: it reads "--tol -1e-9" as an option and reports "expected one argument"
+#: instead of passing the value to the option's type function for its range check.
+NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser that reads every negative number in NEGATIVE_NUMBER as a value, not an option.
+
+    Subparsers made by ``add_subparsers`` are of the same class. No option
+    string here looks like a negative number, which argparse requires for
+    treating such arguments as values.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # NOTE: _negative_number_matcher is private to argparse (checked with Python
+        # 3.11). test_bad_tol_is_one_error_line in tests/test_cli_tol.py fails if it stops working.
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
 
 def positive_int(text: str) -> int:
@@ -103,32 +128,39 @@ def add_method_option(parser: argparse.ArgumentParser, *, exact: bool = True) ->
                         help=help_text + " (default: division)")
 
 
+#: --exact help text on how a refit is computed, for models fitted by CAVI.
+CAVI_REFITS = f"each refit runs CAVI to a relative ELBO change of {REFIT_TOL:g}"
+
+
 def add_site_options(parser: argparse.ArgumentParser, sites: str = "rows", *, top: int = 10,
-                     json_contents: str = "the posterior", exact_default: str = "no refits") -> None:
+                     json_contents: str = "the posterior", exact_default: str = "no refits",
+                     refits: str = CAVI_REFITS) -> None:
     """Add --top, --exact and --json, naming the sites (rows, groups, ...) in their help.
 
-    ``exact_default`` describes, in the help, what happens without --exact.
+    ``exact_default`` describes, in the help, what happens without --exact,
+    and ``refits`` how each refit is computed.
     """
     parser.add_argument("--top", type=positive_int, default=top, metavar="N",
                         help=f"number of most influential {sites} to print (default {top})")
     parser.add_argument("--exact", type=exact_count, default=None, metavar="N|all",
                         help=f"refit without each of the N {sites} of largest estimated KL, or 'all' "
                              f"{sites}, and report the agreement with the estimates (default: "
-                             f"{exact_default}; each refit runs CAVI to a relative ELBO change of "
-                             f"1e-12)")
+                             f"{exact_default}; {refits})")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH",
                         help=f"write {json_contents} and one record per {sites.rstrip('s')} to this "
                              f"JSON file")
 
 
 def add_report_options(parser: argparse.ArgumentParser, *, exact_default: str = "no refits",
-                       random_start: bool = True) -> None:
+                       random_start: bool = True, refits: str = CAVI_REFITS) -> None:
     """Add the options every model subcommand shares: --top, --exact, --seed, --n-init, --json, --plot.
 
     ``random_start=False`` leaves out --seed and --n-init, for models whose
-    CAVI has no random starting point (linear regression).
+    CAVI has no random starting point (linear regression). ``refits`` is
+    passed on to :func:`add_site_options`.
     """
-    add_site_options(parser, "rows", json_contents="the priors, posterior", exact_default=exact_default)
+    add_site_options(parser, "rows", json_contents="the priors, posterior", exact_default=exact_default,
+                     refits=refits)
     if random_start:
         parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                             help="random seed for the k-means start of CAVI (default 0)")

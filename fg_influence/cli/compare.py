@@ -11,7 +11,7 @@ import numpy as np
 from .._csv import read_numeric_csv
 from ..models import GaussianMixture
 from ..reference import compare_methods
-from ._mixture_report import _check_json_path
+from ._mixture_report import _check_json_path, name_x_columns, reject_constant_columns
 from ._options import add_tol_option, default_tol, exact_count, non_negative_int, parse_columns, positive_int
 from ._plot_option import add_plot_option, check_plot_path
 
@@ -66,11 +66,19 @@ def run(args) -> None:
             constant = [columns[i] for i in np.flatnonzero(scale == 0)]
             raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
         data = (data - data.mean(axis=0)) / scale
+    reject_constant_columns(data, columns)
     if args.exact != "all" and args.exact < 3:
         raise ValueError(f"--exact must be at least 3 rows for a rank correlation, got {args.exact}")
 
-    comparison = compare_methods(data, args.components, exact=args.exact, top=args.top, random_state=args.seed,
-                                 n_init=args.n_init, progress=_report_progress, tol=args.tol)
+    try:
+        comparison = compare_methods(data, args.components, exact=args.exact, top=args.top,
+                                     random_state=args.seed, n_init=args.n_init,
+                                     progress=_report_progress, tol=args.tol)
+    except ValueError as error:
+        renamed = name_x_columns(error, columns)
+        if renamed is error:
+            raise
+        raise renamed from None
     units = "standardized" if args.standardize else "raw"
     print(f"{args.file}: Gaussian mixture with K = {args.components} on {', '.join(columns)} ({units} units), "
           f"{data.shape[0]} rows")

@@ -9,15 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import read_nonempty_rows, read_numeric_csv
 from ..models.factor_analysis import FactorAnalysis
+from ._catalogue_report import add_missing_option, default_numeric_columns, numeric_matrix, read_columns
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns,
                        positive_int)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
-
-#: Field values treated as missing (R writes NA).
-MISSING = {"", "NA", "NaN", "nan"}
 
 
 def register(commands) -> None:
@@ -26,8 +23,8 @@ def register(commands) -> None:
         help="Bayesian factor analysis on numeric columns, influence of each row",
         description="Fit Bayesian factor analysis (latent factors z_i ~ N(0, I), x_i ~ N(W z_i + m, "
                     "diag(psi)^-1)) to standardized numeric columns of a CSV file and rank the rows "
-                    "by KL(q || q without the row). Rows with a missing value (empty or NA) in a "
-                    "modelled column are dropped with a warning.",
+                    "by KL(q || q without the row). By default, rows with a missing value (empty "
+                    "or NA) in a modelled column are dropped with a warning; see --missing.",
     )
     parser.add_argument("file", type=Path, metavar="FILE.csv", help="CSV file with a header row")
     parser.add_argument("--factors", "-k", type=positive_int, default=2, metavar="L",
@@ -35,6 +32,9 @@ def register(commands) -> None:
     parser.add_argument("--columns", default=None, metavar="a,b",
                         help="comma-separated numeric columns (default: every column whose present "
                              "values are all numeric, except 'rownames')")
+    # Unlike the other subcommands, factor-analysis has always dropped such
+    # rows, so "drop" stays its default.
+    add_missing_option(parser, default="drop")
     parser.add_argument("--method", choices=METHODS[:2], default="division",
                         help="how to estimate the posterior without each row: 'division' keeps the "
                              "other rows' latent factors at their fitted posterior; 'linear-response' "
@@ -49,54 +49,16 @@ def register(commands) -> None:
     parser.set_defaults(handler=run)
 
 
-def read_complete_rows(path: Path, columns: list[str] | None, err) -> tuple[np.ndarray, list[str], list[str]]:
-    """Numeric columns of a CSV file, without the rows that have a missing value in them."""
-    if not path.is_file():
-        # read_numeric_csv words the errors for missing files and directories.
-        read_numeric_csv(path, columns)
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows, lines = read_nonempty_rows(handle)
-    if len(rows) < 2:
-        raise ValueError(f"CSV file {path} needs a header row and data rows")
-    header = [name.strip() for name in rows[0]]
-    body, lines = rows[1:], lines[1:]
-    for number, row in zip(lines, body):
-        if len(row) != len(header):
-            raise ValueError(f"CSV file {path}, line {number}: expected {len(header)} fields like the "
-                             f"header, got {len(row)}")
+def read_complete_rows(path: Path, columns: list[str] | None,
+                       missing: str) -> tuple[np.ndarray, list[str], list[str]]:
+    """Read numeric columns of a CSV file, dropping or rejecting rows with missing values as ``missing`` requests."""
     if columns is None:
-        columns = [name for j, name in enumerate(header) if name != "rownames" and all(
-            _is_number(row[j]) or row[j].strip() in MISSING for row in body)]
-    unknown = [name for name in columns if name not in header]
-    if unknown:
-        raise ValueError(f"unknown column(s) {unknown} in {path}; available columns: {header}")
-    positions = [header.index(name) for name in columns]
-    label_position = header.index("rownames") if "rownames" in header else None
-    values, labels, dropped = [], [], 0
-    for row_number, (number, row) in enumerate(zip(lines, body), start=1):
-        fields = [row[j].strip() for j in positions]
-        if any(field in MISSING for field in fields):
-            dropped += 1
-            continue
-        for name, field in zip(columns, fields):
-            if not _is_number(field) or not np.isfinite(float(field)):
-                raise ValueError(f"column {name!r} of {path} must be numeric, but line {number} has "
-                                 f"{field!r}; choose numeric columns with --columns")
-        values.append([float(field) for field in fields])
-        labels.append(row[label_position] if label_position is not None else str(row_number))
-    if dropped:
-        print(f"fg-influence: warning: dropped {dropped} row(s) with missing values in {columns}", file=err)
-    if len(values) < 2:
-        raise ValueError(f"CSV file {path} has {len(values)} complete row(s) in {columns}; need at least 2")
-    return np.array(values), columns, labels
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+        columns = default_numeric_columns(path, [])
+    table, labels, lines = read_columns(path, columns, missing)
+    data = numeric_matrix(table, columns, lines)
+    if len(data) < 2:
+        raise ValueError(f"CSV file {path} has {len(data)} complete row(s) in {columns}; need at least 2")
+    return data, columns, labels
 
 
 def _row_record(i: int, label: str, result, exact_lookup: dict) -> dict:
@@ -119,7 +81,7 @@ def run(args, out=None) -> dict:
     check_plot_path(args.plot)
     columns = parse_columns(args.columns)
     start = time.perf_counter()
-    data, columns, labels = read_complete_rows(args.file, columns, sys.stderr)
+    data, columns, labels = read_complete_rows(args.file, columns, args.missing)
     center, scale = data.mean(axis=0), data.std(axis=0)
     if np.any(scale == 0):
         constant = [c for c, s in zip(columns, scale) if s == 0]

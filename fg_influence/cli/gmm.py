@@ -49,8 +49,10 @@ def register(commands) -> None:
 
 
 def run(args) -> None:
-    # The default keeps read_numeric_csv for its stricter file checks (encoding,
-    # repeated header names), but --missing drop needs the row-dropping reader.
+    # Both readers check the file alike (encoding, repeated header names, row
+    # lengths). The default keeps read_numeric_csv, whose error names the
+    # column and line of the first missing value; --missing drop needs the
+    # row-dropping reader.
     if args.missing == "raise":
         try:
             data, columns, labels = read_numeric_csv(args.file, split_columns(args.columns))
@@ -61,7 +63,7 @@ def run(args) -> None:
     else:
         columns = split_columns(args.columns)
         if columns is None:
-            columns = default_numeric_columns(args.file, [], args.missing, reject_mixed=True)
+            columns = default_numeric_columns(args.file, [], reject_mixed=True)
         table, labels, lines = read_columns(args.file, columns, args.missing)
         data = numeric_matrix(table, columns, lines)
     run_mixture(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import read_nonempty_rows, read_numeric_csv
+from .._csv import read_csv_rows, read_numeric_csv
 from ..models.hierarchical import HierarchicalNormal
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_relative_error,
@@ -46,19 +46,13 @@ def register(commands) -> None:
 
 
 def read_group_column(path: Path, name: str, option: str = "--group") -> list[str]:
-    """Return the text values of column ``name``, which the command-line ``option`` named.
-
-    The file has already been read once by read_numeric_csv, which checks
-    its encoding and row lengths.
-    """
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        rows, lines = read_nonempty_rows(handle)
-    header = [cell.strip() for cell in rows[0]]
+    """Return the text values of column ``name``, which the command-line ``option`` named."""
+    header, body, lines = read_csv_rows(path)
     if name not in header:
         raise ValueError(f"unknown {option} column {name!r} in {path}; available columns: {header}")
     position = header.index(name)
-    values = [row[position].strip() for row in rows[1:]]
-    empty = [line for line, value in zip(lines[1:], values) if not value]
+    values = [row[position].strip() for row in body]
+    empty = [line for line, value in zip(lines, values) if not value]
     if empty:
         raise ValueError(
             f"{option} column {name!r} of {path} has empty labels on line(s) {empty[:5]}; every row "

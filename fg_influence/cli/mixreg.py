@@ -41,7 +41,7 @@ def register(commands) -> None:
 def run(args) -> None:
     covariates = split_columns(args.columns)
     if covariates is None:
-        covariates = default_numeric_columns(args.file, [args.target], args.missing)
+        covariates = default_numeric_columns(args.file, [args.target])
     if args.target in covariates:
         raise ValueError(f"--target {args.target!r} is also listed in --columns; remove it from --columns")
     table, labels, lines = read_columns(args.file, covariates + [args.target], args.missing)

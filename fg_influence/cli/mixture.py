@@ -72,7 +72,7 @@ def run(args) -> None:
         if args.family == "categorical":
             columns = [name for name in header_of(args.file) if name != "rownames"]
         else:
-            columns = default_numeric_columns(args.file, [], args.missing)
+            columns = default_numeric_columns(args.file, [])
     table, labels, lines = read_columns(args.file, columns, args.missing)
     categories = None
     if args.family == "categorical":
