@@ -9,13 +9,16 @@ model most (:mod:`fg_influence.influence`).
 
 __version__ = "0.1.0.dev0"
 
-from .exceptions import ConvergenceWarning, ImproperDivisionWarning, ImproperPosteriorError
+from .exceptions import (ConvergenceWarning, EmptyComponentWarning, ImproperDivisionWarning, ImproperPosteriorError,
+                         OtherOptimumWarning)
 from .models import GaussianMixture
 
 __all__ = [
     "ConvergenceWarning",
+    "EmptyComponentWarning",
     "GaussianMixture",
     "ImproperDivisionWarning",
     "ImproperPosteriorError",
+    "OtherOptimumWarning",
     "__version__",
 ]

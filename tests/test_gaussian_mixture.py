@@ -1,5 +1,7 @@
 """GaussianMixture against scikit-learn, closed forms and exact refits."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -101,7 +103,10 @@ def test_lost_definiteness_lists_causes(faithful):
     with pytest.raises(ValueError, match=r"lost positive definiteness") as caught:
         GaussianMixture(2, random_state=0).fit(X)
     message = str(caught.value)
-    assert "centre and scale them first" in message
+    # Both columns sit 1e9 from 0 with unit spread, so the message names one and lists both.
+    assert re.search(r"X column [01] is nearly constant far from 0", message)
+    assert "(nearly constant columns: [0, 1])" in message
+    assert "Centre and scale that column" in message
     assert f"too few rows per component ({len(X)} rows for 2 components)" in message
     assert "duplicated rows or columns" in message
 

@@ -9,12 +9,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .._validation import check_int, check_site_indices
-from ..exceptions import ConvergenceWarning, ImproperDivisionWarning
-from ..inference.cavi import fit_cavi
+from ..exceptions import ConvergenceWarning, ImproperDivisionWarning, OtherOptimumWarning
 from ..inference.posterior import Posterior
 from . import closed_form
 from .division import posterior_kl
-from .exact import REFIT_MAX_ITER, REFIT_TOL, align_rotation, exact_kl
+from .exact import REFIT_TOL, converged_fit, exact_kl, find_other_optima
 from . import _export
 from .loo import LooSummary, in_sample_log_predictive, summarize_loo
 
@@ -58,6 +57,10 @@ class InfluenceResult:
         Exact KL of the refit without each site, aligned with
         ``exact_sites`` (``exact_kl[j]`` belongs to site
         ``exact_sites[j]``, not to site j).
+    exact_other_optimum : ndarray of bool, shape (m,)
+        True where the refit without ``exact_sites[j]`` landed at a
+        different local optimum than the fit, aligned like ``exact_kl``
+        (see ``compute_exact``).
     """
 
     def __init__(self, posterior: Posterior, method: str = "division"):
@@ -88,6 +91,7 @@ class InfluenceResult:
             )
         self.exact_sites = np.zeros(0, dtype=np.int64)
         self.exact_kl = np.zeros(0)
+        self.exact_other_optimum = np.zeros(0, dtype=bool)
         self._shift_cache = {}
 
     @property
@@ -205,6 +209,18 @@ class InfluenceResult:
             median exact KL. The exact values then measure mostly that
             convergence, not the sites' influence, so refit the model with
             a smaller ``tol`` first.
+        OtherOptimumWarning
+            If some refits, warm-started from the fit, landed at a different
+            local optimum (for example two components swapped rows or a
+            small component was emptied). Each refit whose exact KL is at
+            least 20 times the median over the refitted sites is checked by
+            refitting all the data from it. A refit at the fit's optimum
+            comes back to the fit, and one at another optimum does not.
+            Those sites are marked in ``exact_other_optimum``, and their
+            exact KL measures the jump between optima rather than the
+            site's influence. Refit the model with more ``n_init`` or fewer
+            components. Each checked site costs one more refit of all the
+            data, after ``progress`` has reported the last refit.
         """
         if isinstance(sites, str):
             if sites != "all":
@@ -215,11 +231,13 @@ class InfluenceResult:
             chosen = self.top(count)
         else:
             chosen = check_site_indices(sites, self.n_sites, "sites")
-        values, _ = exact_kl(self.posterior, [[int(i)] for i in chosen], progress=progress)
+        groups = [[int(i)] for i in chosen]
+        values, refits = exact_kl(self.posterior, groups, progress=progress)
         self.exact_sites = np.asarray(chosen, dtype=np.int64)
         self.exact_kl = values
         finite = values[np.isfinite(values)]
-        drift = self._convergence_drift()
+        converged = converged_fit(self.posterior)
+        drift = 0.0 if converged is self.posterior else float(posterior_kl(self.posterior.globals, converged.globals))
         if finite.size and drift > DRIFT_WARN * np.median(finite):
             warnings.warn(
                 f"the fit has not converged to the refits' tolerance: refitting all the data to a relative "
@@ -229,17 +247,10 @@ class InfluenceResult:
                 ConvergenceWarning,
                 stacklevel=2,
             )
+        self.exact_other_optimum, _ = find_other_optima(self.posterior, converged, groups, values, refits)
+        if self.exact_other_optimum.any():
+            _warn_other_optima(self.exact_sites, values, self.exact_other_optimum)
         return self
-
-    def _convergence_drift(self) -> float:
-        """Return the KL between the fit and the fit run on to REFIT_TOL, or 0 if it stopped there already."""
-        history = self.posterior.elbo_history
-        if len(history) >= 2 and abs(history[-1] - history[-2]) <= REFIT_TOL * abs(history[-1]):
-            return 0.0
-        refit = fit_cavi(self.posterior.graph, tol=REFIT_TOL, max_iter=REFIT_MAX_ITER,
-                         init_locals=dict(self.posterior.locals), warn=False)
-        refit = align_rotation(self.posterior, refit)
-        return float(posterior_kl(self.posterior.globals, refit.globals))
 
     def accuracy(self, top_k: int = 10) -> dict[str, float]:
         """Agreement of the estimated KL with the exact KL over the refitted sites.
@@ -314,3 +325,20 @@ class InfluenceResult:
     def to_json(self, path=None, *, indent: int = 2) -> str:
         """:meth:`to_dict` as strict JSON text, also written to ``path`` when given."""
         return _export.result_to_json(self, path, indent=indent)
+
+
+def _warn_other_optima(sites: np.ndarray, values: np.ndarray, other: np.ndarray) -> None:
+    """Warn that the refits without ``sites[other]`` left the fit's optimum."""
+    first_positions = sites[other][:10].tolist()
+    same = values[~other & np.isfinite(values)]
+    median = f"{np.median(same):.3g}" if same.size else "undefined"
+    warnings.warn(
+        f"{int(other.sum())} of {sites.size} exact refits landed at a different local optimum than "
+        f"the fit (first positions: {first_positions}); refitting all the data from them does not return to the "
+        f"fit. Their exact KL (up to {values[other].max():.3g}, against a median of {median} over the "
+        f"other refitted sites) measures the jump between optima, not the sites' influence, so treat "
+        f"those values with care (exact_other_optimum marks them). The fit is probably one of several "
+        f"local optima: refit the model with more n_init or fewer components",
+        OtherOptimumWarning,
+        stacklevel=3,
+    )

@@ -13,6 +13,7 @@ from ..inference.cavi import INIT_METHODS
 from ..inference.threads import numba_threads
 from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
+from .mixtures import warn_empty_components
 
 
 #: Range of the scalar priors. A value below 1e-10 is lost in rounding when added to
@@ -43,6 +44,33 @@ def _check_no_constant_column(X: np.ndarray) -> None:
             f"it has zero variance and no mixture can be fitted to it; drop that column "
             f"(constant columns: {constant.tolist()})"
         )
+
+
+#: A column whose standard deviation is below this fraction of its absolute mean is
+#: named when a fit fails. The posterior covariance is a difference of sums of
+#: squares whose relative size is about (std / mean)^2, so at 1e-6 only about 4 of
+#: float64's 16 significant digits are left (fits of 300 rows failed from 2e-9 down).
+NEARLY_CONSTANT_RATIO = 1e-6
+
+
+def _nearly_constant_column_hint(X: np.ndarray, names: list[str] | None) -> str:
+    """Return advice naming the column of X (N, D) with the smallest std / |mean| below NEARLY_CONSTANT_RATIO, or ''."""
+    spread = X.std(axis=0)
+    centre = np.abs(X.mean(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(centre > 0, spread / centre, np.inf)
+    column = int(np.argmin(ratio))
+    if not ratio[column] < NEARLY_CONSTANT_RATIO:
+        return ""
+    label = f"X column {column}" + ("" if names is None else f" ({names[column]!r})")
+    others = np.flatnonzero(ratio < NEARLY_CONSTANT_RATIO).tolist()
+    listing = f" (nearly constant columns: {others})" if len(others) > 1 else ""
+    return (
+        f"{label} is nearly constant far from 0: its standard deviation {spread[column]:.3g} is "
+        f"{ratio[column]:.2g} times its mean {X[:, column].mean():.6g}, so the sums of squares that "
+        f"give its variance cancel in floating point{listing}. Centre and scale that column, for example "
+        f"(X - X.mean(axis=0)) / X.std(axis=0), or drop it if its variation is only noise"
+    )
 
 
 class GaussianMixture:
@@ -222,7 +250,8 @@ class GaussianMixture:
         ``init_resp`` (N, K) starts CAVI from the given responsibilities.
         """
         check_choice(self.init_params, "init_params", INIT_METHODS)
-        _check_no_constant_column(self._check_data(X))
+        data = self._check_data(X)
+        _check_no_constant_column(data)
         graph = self.build_graph(X)
         init_locals = None if init_resp is None else {"assignment": init_resp}
         try:
@@ -236,16 +265,25 @@ class GaussianMixture:
                 raise
             # The count coordinates W^-1 + beta m m^T cancel catastrophically when the
             # data sit far from the origin compared with their spread.
+            rest = (
+                f"too few rows per component ({graph.plates['data'].size} rows for {self.n_components} "
+                f"components), so use fewer components or more rows; or duplicated rows or columns, so "
+                f"drop the duplicates"
+            )
+            hint = _nearly_constant_column_hint(data, column_names_of(X))
+            if hint:
+                causes = f"{hint}. Other causes: {rest}"
+            else:
+                causes = (
+                    f"Usual causes: the columns are far from 0 relative to their spread or differ in scale "
+                    f"by many orders of magnitude, so centre and scale them first, for example "
+                    f"(X - X.mean(axis=0)) / X.std(axis=0); {rest}"
+                )
             raise ValueError(
-                f"fitting X failed because a posterior covariance lost positive definiteness "
-                f"({error}). Usual causes: the columns are far from 0 relative to their spread "
-                f"or differ in scale by many orders of magnitude, so centre and scale them first, "
-                f"for example (X - X.mean(axis=0)) / X.std(axis=0); too few rows per component "
-                f"({graph.plates['data'].size} rows for "
-                f"{self.n_components} components), so use fewer components or more rows; or "
-                f"duplicated rows or columns, so drop the duplicates"
+                f"fitting X failed because a posterior covariance lost positive definiteness ({error}). {causes}"
             ) from None
         self._set_posterior(posterior)
+        warn_empty_components(posterior, "GaussianMixture")
         self.row_labels_ = row_labels_of(X)
         self.feature_names_in_ = column_names_of(X)
         return self

@@ -12,9 +12,12 @@ conjugate likelihood factor, and fitted by the generic CAVI loop.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._validation import as_float_array, check_choice, check_int, check_real
+from ..exceptions import EmptyComponentWarning
 from ..families import Beta, Dirichlet, Gamma, NormalGamma
 from ..graph import (
     BernoulliFactor,
@@ -30,6 +33,37 @@ from ..inference.posterior import Posterior
 from ..influence import InfluenceResult
 from ..kernels.mixture import normalize_log_resp
 from .conjugate import check_binary, check_counts
+
+
+#: A fitted component whose expected count sum_i q(z_i = k) is below this many
+#: rows is reported as empty by ``warn_empty_components``.
+EMPTY_COMPONENT_COUNT = 1.0
+
+
+def warn_empty_components(posterior: Posterior, model_name: str, stacklevel: int = 3) -> None:
+    """Warn with EmptyComponentWarning when a component's expected count is below one row.
+
+    An empty component keeps nearly its prior and adds nothing to the fit,
+    and warm-started exact refits of such a fit may land at another local
+    optimum. ``stacklevel`` 3 points at the caller of ``fit``.
+    """
+    counts = posterior.locals["assignment"].sum(axis=0)
+    empty = np.flatnonzero(counts < EMPTY_COMPONENT_COUNT)
+    if not empty.size:
+        return
+    used = counts.size - empty.size
+    listing = ", ".join(f"{int(k)} ({counts[k]:.2g} rows)" for k in empty[:10])
+    noun = "component" if empty.size == 1 else "components"
+    warnings.warn(
+        f"{model_name} fitted {counts.size} components, but {noun} {listing} "
+        f"{'has' if empty.size == 1 else 'have'} an expected count below {EMPTY_COMPONENT_COUNT:g} row, so "
+        f"the fit uses only {used}. An empty component adds only its prior to the fit, and such a fit "
+        f"is often one of several local optima, so warm-started exact refits (compute_exact) may land "
+        f"at another one. Fit {used} {'component' if used == 1 else 'components'}, or more n_init to "
+        f"look for a fit that uses them all",
+        EmptyComponentWarning,
+        stacklevel=stacklevel,
+    )
 
 
 class _ConjugateMixture:
@@ -87,6 +121,9 @@ class _ConjugateMixture:
         self.n_iter_ = self.posterior_.n_iter
         self.converged_ = self.posterior_.converged
         self._set_components(self.posterior_)
+        # A subclass's fit that calls this one (MixtureOfRegressions) adds a frame before the user's.
+        overridden = type(self).fit is not _ConjugateMixture.fit
+        warn_empty_components(self.posterior_, type(self).__name__, stacklevel=4 if overridden else 3)
         return self
 
     def _set_components(self, posterior: Posterior) -> None:
