@@ -329,7 +329,7 @@ def test_scaled_data_gives_scaled_fit(factor):
 
 def test_data_far_from_origin_fails_with_advice():
     X = _faithful_like() + 1e9
-    with pytest.raises(ValueError, match=r"centre and scale them first"):
+    with pytest.raises(ValueError, match=r"nearly constant far from 0.*Centre and scale that column"):
         GaussianMixture(2, random_state=0).fit(X)
 
 
