@@ -43,11 +43,12 @@ def register(commands) -> None:
                         help="model the differences between consecutive values of each sequence "
                              "(such as weight gains) instead of the values")
     parser.add_argument("--method", choices=METHODS[:2], default="division",
-                        help="how to estimate the posterior without each sequence: 'division' keeps the "
-                             "other sequences' state chains at their fitted posterior; 'linear-response' "
-                             "adds their first-order response, which is much closer to exact refits. "
-                             "Linear response needs --sequence, because the influence of a time step is "
-                             "estimated by division only (default: division)")
+                        help="how to estimate the posterior without each sequence or time step: "
+                             "'division' keeps the other sequences' state chains (or the other time "
+                             "steps' states) at their fitted posterior; 'linear-response' adds their "
+                             "first-order response, which is much closer to exact refits. For time "
+                             "steps it runs one forward-backward pass per step, so its time grows with "
+                             "the square of the series length (default: division)")
     add_site_options(parser, "sites")
     add_plot_option(parser)
     add_tol_option(parser, default_tol(HiddenMarkovModel))
@@ -98,12 +99,6 @@ def run(args, out=None) -> dict:
     check_plot_path(args.plot)
     if args.sequence is not None and args.sequence in (args.target, args.order):
         raise ValueError("--sequence must name a different column from --target and --order")
-    if args.sequence is None and args.method == "linear-response":
-        raise ValueError(
-            "--method linear-response needs --sequence: without it the column is one series and each "
-            "time step is ranked, and removing a time step also cuts the chain, which the linear "
-            "response does not model. Use --method division and confirm with --exact"
-        )
     start = time.perf_counter()
     sequences, labels, steps = read_sequences(args, sys.stderr)
     model = HiddenMarkovModel(args.states, emission=args.emission, tol=args.tol).fit(sequences)
@@ -127,7 +122,7 @@ def run(args, out=None) -> dict:
     exact_lookup = dict(zip(exact_sites.tolist(), exact_values.tolist()))
 
     order = np.argsort(-kl, kind="stable")[: args.top]
-    title_method = TITLE_METHODS[args.method] if args.sequence is not None else ""
+    title_method = TITLE_METHODS[args.method]
     print(f"\nThe {len(order)} most influential {what}, by KL(q || q without it){title_method}:", file=out)
     value_header = "length" if args.sequence is not None else "value"
     header = ["site", value_header, "KL"] + (["exact KL"] if exact_lookup else [])
@@ -208,7 +203,7 @@ def _time_steps(model, args):
     exact = args.exact
     if isinstance(exact, int):
         exact = min(exact, model.posterior_.graph.variables["x"].data.shape[0])
-    influence = model.time_step_influence(exact=exact)
+    influence = model.time_step_influence(exact=exact, method=args.method)
     accuracy = None
     if influence.exact_steps.size >= 2:
         k = min(10, influence.exact_steps.size - 1)

@@ -46,6 +46,18 @@ gives delta_g_s = -(I - J)^-1 s_s, division (-s_s) plus the response term,
 with one Cholesky factorisation of the G x G matrix I - B for every
 sequence. G is small, so each sequence's corrected globals are built and
 compared with the fit exactly.
+
+Time steps of a single series. Removing time step t (its emission and the
+transition into it, or the initial-state term for t = 0) cuts the chain
+in two, so the cut model has its own statistic map S_t and the refit
+solves g' = prior + S_t(g'). Linearising at the fit gives
+
+    g' - g = (I - J)^-1 (S_t(g) - S(g)),
+
+with the same J. The direct change S_t(g) - S(g) comes from one
+forward-backward pass over the cut series at the fitted globals. It
+contains minus step t's own counts (all that division keeps) and the
+change of every other step's marginals caused by the cut.
 """
 
 from __future__ import annotations
@@ -57,10 +69,12 @@ from functools import cached_property
 import numpy as np
 from scipy.special import polygamma
 
+from .._validation import check_site_indices
 from ..families import Dirichlet, Gamma, NormalWishart
 from ..graph.blocks import block_names
 from ..graph.hmm_factors import GaussianHMMFactor, HiddenMarkovFactor, PoissonHMMFactor, row_weights
 from ..inference.posterior import Posterior
+from ..kernels.hmm import forward_backward
 from ..kernels.hmm_response import chain_statistics_covariance
 from .division import site_messages
 from .linear_response import (  # noqa: F401  (the exception types are re-exported for callers)
@@ -81,7 +95,12 @@ __all__ = [
     "HiddenMarkovLayout",
     "HiddenMarkovResponseSystem",
     "HiddenMarkovLinearResponseSummaries",
+    "TimeStepResponseSystem",
+    "TimeStepLinearResponseSummaries",
     "all_sequence_summaries",
+    "all_time_step_summaries",
+    "build_time_step_response_system",
+    "newton_time_step_coordinates",
     "build_hidden_markov_response_system",
     "hidden_markov_factor",
     "is_hidden_markov",
@@ -497,3 +516,159 @@ class HiddenMarkovLinearResponseSummaries:
 def all_sequence_summaries(posterior: Posterior, *, warn: bool = True) -> HiddenMarkovLinearResponseSummaries:
     """Linear-response KL of every sequence of a fitted hidden Markov model."""
     return HiddenMarkovLinearResponseSummaries(posterior, warn=warn)
+
+
+# Time steps of a single series.
+
+
+def cut_series_inputs(inputs: tuple, step: int) -> tuple:
+    """Kernel arguments for a single series with time step ``step`` removed.
+
+    The emission of row ``step`` gets weight 0, and the chain splits there:
+    rows before ``step`` keep the series' initial term, and a second chain
+    starts at ``step`` with weight 1 for every state. For step 0 the series
+    stays one chain without its initial term. These are the row covariates
+    that the exact refit of ``HiddenMarkovModel.time_step_influence`` uses.
+    """
+    log_initial, log_transition, log_emission, features, offsets, use_initial = inputs
+    n_rows = int(offsets[-1])
+    log_emission = log_emission.copy()
+    log_emission[step] = 0.0
+    features = features.copy()
+    features[step] = 0.0
+    if step == 0:
+        offsets, use_initial = np.array([0, n_rows], dtype=np.int64), np.zeros(1, dtype=bool)
+    else:
+        offsets = np.array([0, step, n_rows], dtype=np.int64)
+        use_initial = np.array([use_initial[0], False])
+    return log_initial, log_transition, log_emission, features, offsets, use_initial
+
+
+def expected_counts(layout: HiddenMarkovLayout, inputs: tuple) -> np.ndarray:
+    """Sum over the inputs' chains of their expected counts, in g's layout, shape (G,).
+
+    At the kernel arguments of fitted globals g this is S(g), the statistics
+    one CAVI iteration adds to the priors.
+    """
+    log_initial, log_transition, log_emission, features, offsets, use_initial = inputs
+    gamma, initial, transitions, _ = forward_backward(log_initial, log_transition, log_emission, offsets,
+                                                      use_initial)
+    return layout.pack((initial * use_initial[:, None]).sum(axis=0), transitions.sum(axis=0),
+                       gamma.T @ features)
+
+
+@dataclass
+class TimeStepResponseSystem:
+    """First-order response of the globals to removing each time step of a single series.
+
+    It offers what :func:`corrected_global_kl` reads (``n_sites``,
+    ``coordinates``, ``variables``, ``natural_params`` and
+    ``corrected_coordinates``), with one site per time step.
+
+    Attributes
+    ----------
+    system : HiddenMarkovResponseSystem
+        J and (I - J)^-1 of the fit, assembled from the one series.
+    count_changes : ndarray, shape (T, G)
+        S_t(g) - S(g) of each time step t at the fitted globals g.
+    """
+
+    system: HiddenMarkovResponseSystem
+    count_changes: np.ndarray
+
+    @property
+    def n_sites(self) -> int:
+        return self.count_changes.shape[0]
+
+    @property
+    def coordinates(self) -> np.ndarray:
+        return self.system.coordinates
+
+    @property
+    def variables(self) -> tuple:
+        return self.system.variables
+
+    def natural_params(self, coords: np.ndarray) -> dict[str, tuple[np.ndarray, ...]]:
+        return self.system.natural_params(coords)
+
+    def corrected_coordinates(self, steps) -> np.ndarray:
+        """Return g + (I - J)^-1 (S_t(g) - S(g)) for each given time step, shape (n, G)."""
+        steps = np.asarray(steps)
+        return self.coordinates[None] + self.system.solve(self.count_changes[steps])
+
+    def step_jacobian(self, step: int) -> np.ndarray:
+        """J_t = dS_t/dg at the fit, the Jacobian of the cut model's statistic map, shape (G, G)."""
+        inputs = cut_series_inputs(self.system.chain_inputs, step)
+        n_chains = inputs[4].size - 1
+        covariance = chain_statistics_covariance(*inputs, np.arange(n_chains, dtype=np.int64))
+        return 0.5 * (covariance + covariance.T) @ self.system.hessian
+
+
+def build_time_step_response_system(posterior: Posterior, *, warn: bool = True) -> TimeStepResponseSystem:
+    """Assemble J and the direct change S_t(g) - S(g) of every time step of a single series.
+
+    Costs one forward-backward pass per time step, O(T^2 K^2) for a series
+    of T steps and K states, besides the O(T K^2 G) of J.
+
+    Raises
+    ------
+    ValueError
+        If the posterior has more than one sequence.
+    NotImplementedError, SingularResponseError
+        As :func:`build_hidden_markov_response_system`.
+    """
+    if posterior.n_sites != 1:
+        raise ValueError(
+            f"the linear response of time steps needs a posterior of a single series, this one has "
+            f"{posterior.n_sites} sequences; use all_sequence_summaries for one site per sequence"
+        )
+    system = build_hidden_markov_response_system(posterior, warn=warn)
+    inputs = system.chain_inputs
+    n_steps = int(inputs[4][-1])
+    fitted = expected_counts(system.layout, inputs)
+    changes = np.empty((n_steps, system.layout.size))
+    for step in range(n_steps):
+        changes[step] = expected_counts(system.layout, cut_series_inputs(inputs, step)) - fitted
+    return TimeStepResponseSystem(system, changes)
+
+
+def newton_time_step_coordinates(system: TimeStepResponseSystem, step: int) -> np.ndarray:
+    """Take one Newton step from the fit towards the fixed point without time step t, shape (G,).
+
+    The cut model's fixed-point equation is F(g) = g - prior - S_t(g) = 0.
+    At the fit F = S(g) - S_t(g) and F' = I - J_t, so the Newton step is
+    g + (I - J_t)^-1 (S_t(g) - S(g)). The all-step estimate uses J in place
+    of J_t, so that one factorisation serves every step.
+    """
+    step = int(check_site_indices([step], system.n_sites, "step")[0])
+    identity = np.eye(system.coordinates.size)
+    return system.coordinates + np.linalg.solve(identity - system.step_jacobian(step), system.count_changes[step])
+
+
+class TimeStepLinearResponseSummaries:
+    """Per-step KL of the linear-response corrected global posteriors of a single series.
+
+    Each time step's corrected coordinates g + (I - J)^-1 (S_t(g) - S(g))
+    are turned into Dirichlet and emission posteriors and compared with the
+    fit exactly, as for sequences. An improper corrected posterior is
+    flagged in ``improper`` and its KL is left at 0.
+
+    Attributes
+    ----------
+    system : TimeStepResponseSystem
+    corrected : ndarray, shape (T, G)
+        Corrected coordinates of every time step.
+    kl_by_variable : dict of str to ndarray, shape (T,)
+        KL(q || q corrected) of each global, 0 for improper time steps.
+    improper : ndarray of bool, shape (T,)
+    """
+
+    def __init__(self, posterior: Posterior, *, warn: bool = True):
+        self.posterior = posterior
+        self.system = build_time_step_response_system(posterior, warn=warn)
+        self.corrected, self.kl_by_variable, self.improper = corrected_global_kl(posterior, self.system)
+
+
+def all_time_step_summaries(posterior: Posterior, *, warn: bool = True) -> TimeStepLinearResponseSummaries:
+    """Linear-response KL of every time step of a hidden Markov model fitted to a single series."""
+    return TimeStepLinearResponseSummaries(posterior, warn=warn)

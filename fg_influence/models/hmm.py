@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import spearmanr
 
 from .._validation import as_float_array, check_int, check_real
+from ..exceptions import ImproperDivisionWarning
 from ..families import Dirichlet, Gamma, NormalWishart
 from ..graph import FactorGraph
 from ..graph.blocks import loo_kl_by_division
@@ -84,19 +86,26 @@ def build_hmm_graph(values, offsets, *, emission: str, initial_prior, transition
     return graph
 
 
+#: Series length above which ``time_step_influence(method="linear-response")`` warns, because its
+#: cost (one forward-backward pass per time step) grows as T^2.
+TIME_STEP_RESPONSE_WARN = 20_000
+
+
 @dataclass
 class TimeStepInfluence:
     """Influence of each time step of a single series.
 
     Time step t's terms are its emission p(x_t | z_t) and its transition
-    p(z_t | z_{t-1}) (the initial-state term for t = 0). ``kl[t]`` is
-    KL(q || q with both divided out).
+    p(z_t | z_{t-1}) (the initial-state term for t = 0). ``kl[t]`` is the
+    estimate of KL(q || q without both terms) by ``method``, +inf where
+    ``improper``.
     """
 
     kl: np.ndarray
     improper: np.ndarray
     exact_steps: np.ndarray
     exact_kl: np.ndarray
+    method: str = "division"
 
     def top(self, k: int = 10) -> np.ndarray:
         return np.argsort(-self.kl, kind="stable")[:k]
@@ -259,8 +268,8 @@ class HiddenMarkovModel:
         """Influence of each time step of a model fitted to one series.
 
         Time step t's terms are its emission and the transition into it
-        (the initial-state term for t = 0). The estimate divides those
-        terms' expected counts out of the global posteriors. The exact
+        (the initial-state term for t = 0). Division subtracts those
+        terms' expected counts from the global posteriors. The exact
         counterpart refits the model with both terms removed: the series
         splits at t into the steps before t and a second chain that starts
         at z_t with no initial term and no emission at t.
@@ -270,21 +279,40 @@ class HiddenMarkovModel:
         exact : None, "all", int or sequence of int
             Time steps to refit: "all", the n of largest estimated KL, or
             the listed steps.
-        method : {"division"}, default "division"
-            Only division is offered here. Removing a time step also cuts
-            the chain in two, which moves the neighbouring steps' marginals
-            directly, and the linear response of the globals does not model
-            that cut, so "linear-response" raises NotImplementedError.
+        method : {"division", "linear-response"}, default "division"
+            "division" holds every other step's state marginals fixed.
+            "linear-response" also adds the change of the other steps'
+            marginals that cutting the chain at t causes at the fitted
+            globals, and the first-order response of the globals,
+            g' - g = (I - J)^-1 (S_t(g) - S(g)) (see
+            :mod:`fg_influence.influence.linear_response_hmm`). It costs one
+            forward-backward pass per time step, O(T^2 K^2) for T steps and
+            K states: about 5 s for T = 10,000 and K = 2 on two shared cores,
+            and it warns above ``TIME_STEP_RESPONSE_WARN`` steps.
+
+        Returns
+        -------
+        TimeStepInfluence
+
+        Raises
+        ------
+        ValueError
+            If the model was fitted to more than one sequence, or for an
+            unknown method.
+        SingularResponseError
+            With "linear-response", if the fit is not a stable fixed point of
+            CAVI (for example two states with the same emissions).
+
+        Warns
+        -----
+        ImproperDivisionWarning
+            If a time step's estimated posterior is improper. Its KL is +inf.
         """
-        if method == "linear-response":
-            raise NotImplementedError(
-                "the linear-response correction is not available for the influence of time steps: "
-                "removing a time step also cuts the chain, which the response of the globals does not "
-                "model. Use method='division' and confirm with exact refits, or fit several sequences "
-                "and use influence(method='linear-response') for the influence of each sequence"
+        if method not in ("division", "linear-response"):
+            raise ValueError(
+                f"method must be 'division' or 'linear-response' for time steps, got {method!r}; "
+                f"for exact refits pass exact='all'"
             )
-        if method != "division":
-            raise ValueError(f"method must be 'division' for time steps, got {method!r}")
         self._check_fitted()
         graph = self.posterior_.graph
         if graph.n_sites != 1:
@@ -292,6 +320,25 @@ class HiddenMarkovModel:
                 f"time_step_influence needs a model fitted to a single series, this one has "
                 f"{graph.n_sites} sequences; use influence() for one site per sequence"
             )
+        if method == "division":
+            kl, improper = self._divided_step_kl()
+        else:
+            kl, improper = self._response_step_kl()
+        if improper.any():
+            first_steps = np.flatnonzero(improper)[:10].tolist()
+            estimate = "when divided out" if method == "division" else "under the linear-response correction"
+            warnings.warn(
+                f"{int(improper.sum())} time steps leave an improper posterior {estimate} (first "
+                f"positions: {first_steps}); their KL is +inf. Check them with exact refits (exact=[...])",
+                ImproperDivisionWarning,
+                stacklevel=2,
+            )
+        steps = self._exact_steps(exact, kl)
+        exact_values = np.array([self._refit_without_step(int(t)) for t in steps])
+        return TimeStepInfluence(kl, improper, steps, exact_values, method)
+
+    def _divided_step_kl(self) -> tuple[np.ndarray, np.ndarray]:
+        graph = self.posterior_.graph
         factor = graph.factors["hmm"]
         variable = graph.variables["x"]
         values = variable.data[:, 0]
@@ -308,9 +355,26 @@ class HiddenMarkovModel:
               + loo_kl_by_division(globals_["transition"], (transition_messages,), improper)
               + loo_kl_by_division(globals_["emission"], emission_messages, improper))
         kl[improper] = np.inf
-        steps = self._exact_steps(exact, kl)
-        exact_values = np.array([self._refit_without_step(int(t)) for t in steps])
-        return TimeStepInfluence(kl, improper, steps, exact_values)
+        return kl, improper
+
+    def _response_step_kl(self) -> tuple[np.ndarray, np.ndarray]:
+        from ..influence.linear_response_hmm import all_time_step_summaries
+
+        n_steps = self.posterior_.graph.variables["x"].data.shape[0]
+        if n_steps > TIME_STEP_RESPONSE_WARN:
+            warnings.warn(
+                f"the linear response of time steps runs one forward-backward pass per step, so its "
+                f"cost grows as T^2; this series has T = {n_steps} steps (above "
+                f"TIME_STEP_RESPONSE_WARN = {TIME_STEP_RESPONSE_WARN}) and may take minutes. Use "
+                f"method='division' for a quick ranking",
+                UserWarning,
+                stacklevel=3,
+            )
+        summaries = all_time_step_summaries(self.posterior_)
+        kl = sum(summaries.kl_by_variable.values())
+        improper = summaries.improper.copy()
+        kl[improper] = np.inf
+        return kl, improper
 
     def _step_emission_messages(self, gamma, values):
         if self.emission == "poisson":
