@@ -184,6 +184,21 @@ def finite_difference_jacobian(function, coords, scale):
     return np.stack(columns, axis=1)
 
 
+def numerical_newton_step(system, posterior, reduced_graph, reduced_data):
+    """Return one Newton step from the fit on F(g) = g - CAVI(g) of the reduced model, and the fit's gap to its fixed point.
+
+    The Jacobian of F comes from central finite differences.
+    """
+    coords = system.coordinates
+
+    def residual(g):
+        return g - cavi_iteration(system, g, reduced_graph, reduced_data)
+
+    fixed_point_gap = np.abs(coords - cavi_iteration(system, coords, posterior.graph, posterior.data)).max()
+    derivative = finite_difference_jacobian(residual, coords, np.abs(coords) + 1.0)
+    return coords - np.linalg.solve(derivative, residual(coords)), fixed_point_gap
+
+
 def reduced_problem(posterior, site):
     """The graph and data without one sequence."""
     graph = posterior.graph.without_sites([site])
@@ -240,17 +255,9 @@ def test_division_plus_response_is_newton_step(problem, pick):
     site = int(np.random.default_rng(pick).integers(system.n_sites))
     reduced_graph, reduced_data = reduced_problem(posterior, site)
     coords = system.coordinates
-
-    def residual(g):
-        return g - cavi_iteration(system, g, reduced_graph, reduced_data)
-
     # F(g) = g - prior - S_without_s(g). At the fitted g it equals s_s up to
     # how far the fit is from its fixed point.
-    value = residual(coords)
-    fixed_point_gap = np.abs(coords - cavi_iteration(system, coords, posterior.graph, posterior.data)).max()
-    scale = np.abs(coords) + 1.0
-    derivative = finite_difference_jacobian(residual, coords, scale)
-    newton = coords - np.linalg.solve(derivative, value)
+    newton, fixed_point_gap = numerical_newton_step(system, posterior, reduced_graph, reduced_data)
 
     # Division plus the response term with J - J_s is the same step.
     library = lr_hmm.newton_corrected_coordinates(system, site)
@@ -436,17 +443,9 @@ def test_time_step_response_is_newton_step(problem, pick):
     step = int(np.random.default_rng(pick).integers(steps.n_sites))
     reduced_graph, reduced_data = cut_graph(posterior, problem, step)
     coords = system.coordinates
-
-    def residual(g):
-        return g - cavi_iteration(system, g, reduced_graph, reduced_data)
-
     # F(g) = g - prior - S_t(g) of the model without the step. At the fitted
     # g it equals S(g) - S_t(g) up to how far the fit is from its fixed point.
-    value = residual(coords)
-    fixed_point_gap = np.abs(coords - cavi_iteration(system, coords, posterior.graph, posterior.data)).max()
-    scale = np.abs(coords) + 1.0
-    derivative = finite_difference_jacobian(residual, coords, scale)
-    newton = coords - np.linalg.solve(derivative, value)
+    newton, fixed_point_gap = numerical_newton_step(system, posterior, reduced_graph, reduced_data)
 
     library = lr_hmm.newton_time_step_coordinates(steps, step)
     size = np.abs(newton - coords).max()
