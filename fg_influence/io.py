@@ -258,6 +258,7 @@ def _text_array(value: np.ndarray, description: str) -> np.ndarray:
 def _result_metadata(result, arrays: dict) -> dict:
     arrays["result/exact_sites"] = np.asarray(result.exact_sites, dtype=np.int64)
     arrays["result/exact_kl"] = np.asarray(result.exact_kl, dtype=np.float64)
+    arrays["result/exact_other_optimum"] = np.asarray(result.exact_other_optimum, dtype=bool)
     labels = result.row_labels
     return {"row_labels": None if labels is None else [json_label(label) for label in labels],
             "method": result.method}
@@ -680,6 +681,13 @@ def _rebuild(metadata: dict, arrays: dict, path: Path):
         result.row_labels = _checked_labels(metadata["result"]["row_labels"], graph.n_sites, path)
         result.exact_sites = sites.astype(np.int64)
         result.exact_kl = values
+        # Files written before the other-optimum check have no such array.
+        other_optimum = arrays.get("result/exact_other_optimum")
+        if other_optimum is None:
+            other_optimum = np.zeros(sites.shape, dtype=bool)
+        elif other_optimum.shape != sites.shape or other_optimum.dtype != bool:
+            raise ValueError(f"cannot load {path}: the exact refit arrays are inconsistent")
+        result.exact_other_optimum = other_optimum
         return result
 
     record = metadata["model"]

@@ -51,6 +51,24 @@ def test_exact_warns_when_refit_swaps_components():
     assert result.exact_other_optimum.tolist() == [True, False, False, False, False]
 
 
+def test_other_optimum_flags_exported_and_saved(tmp_path):
+    from fg_influence.io import load, save
+
+    with pytest.warns(EmptyComponentWarning):
+        model = three_component_fit(seed=2, random_state=0)
+    result = model.influence()
+    with pytest.warns(OtherOptimumWarning):
+        result.compute_exact([78, 27, 0, 1, 2])
+    frame = result.summary_frame()
+    assert frame["exact_other_optimum"].iloc[78] is True
+    assert frame["exact_other_optimum"].iloc[27] is False
+    assert frame["exact_other_optimum"].iloc[3] is None
+    assert result.to_dict()["exact"]["other_optimum"] == [True, False, False, False, False]
+    save(result, tmp_path / "result.npz")
+    loaded = load(tmp_path / "result.npz")
+    assert loaded.exact_other_optimum.tolist() == [True, False, False, False, False]
+
+
 def test_flagged_refit_moves_many_rows():
     # Evidence independent of the warning: removing one row of weight 1 moved
     # about 22 rows' worth of responsibility between the components. A

@@ -69,6 +69,10 @@ def result_columns(result) -> dict[str, np.ndarray]:
         exact = np.full(result.n_sites, np.nan)
         exact[result.exact_sites] = result.exact_kl
         columns["exact_kl"] = exact
+        # None for the sites without a refit, where exact_kl is NaN.
+        other_optimum = np.full(result.n_sites, None, dtype=object)
+        other_optimum[result.exact_sites] = result.exact_other_optimum.tolist()
+        columns["exact_other_optimum"] = other_optimum
     return columns
 
 
@@ -119,6 +123,7 @@ def result_to_dict(result) -> dict:
         "exact": {
             "sites": result.exact_sites.tolist(),
             "kl": json_array(result.exact_kl),
+            "other_optimum": result.exact_other_optimum.tolist(),
         },
         "loo": loo,
     }
