@@ -404,3 +404,24 @@ def test_hmm_json_sites_are_positions(tmp_path):
     sites = json.loads(json_path.read_text())["sites"]
     assert [record["site"] for record in sites] == list(range(59))
     assert sites[0]["label"] == "1"
+
+
+# --plot without Matplotlib
+
+
+@pytest.mark.parametrize("argv", [
+    ["gmm", data_file("faithful.csv"), "-k", "2"],
+    ["mixreg", data_file("faithful.csv"), "--target", "waiting", "-k", "2"],
+    ["factor-analysis", data_file("iris.csv")],
+])
+def test_plot_without_matplotlib_fails_before_fit(argv, tmp_path, monkeypatch, capsys):
+    # A None entry in sys.modules makes "import matplotlib" raise ImportError.
+    monkeypatch.setitem(importlib.import_module("sys").modules, "matplotlib", None)
+    assert cli.main(argv + ["--plot", str(tmp_path / "report.png")]) == 2
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(errors) == 1
+    assert "--plot cannot be written: plotting needs Matplotlib" in errors[0]
+    assert "leave out --plot" in errors[0]
+    # The check runs before the fit, so none of the fit's report was printed.
+    assert captured.out == ""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._csv import MISSING_VALUES, ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_rows, read_csv_table
-from ._mixture_report import _check_output_path, progress_bar
+from ._mixture_report import _check_output_path, _check_plot_path, progress_bar
 from ._options import format_relative_error, format_spearman, parse_columns
 
 
@@ -104,7 +104,7 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
     out = sys.stdout if out is None else out
     if json_path is not None and (json_path.is_dir() or not json_path.parent.is_dir()):
         raise ValueError(f"cannot write --json file {json_path}: it is a directory or its directory is missing")
-    _check_output_path(plot_path, "--plot")
+    _check_plot_path(plot_path)
     start = time.perf_counter()
     kl = result.kl
     loo = result.loo_log_predictive

@@ -86,7 +86,7 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
     out = sys.stdout if out is None else out
     _check_method(method, exact)
     _check_json_path(json_path)
-    _check_output_path(plot_path, "--plot")
+    _check_plot_path(plot_path)
     start = time.perf_counter()
     center = data.mean(axis=0) if standardize else np.zeros(data.shape[1])
     scale = data.std(axis=0) if standardize else np.ones(data.shape[1])
@@ -168,6 +168,19 @@ def _check_method(method: str, exact) -> None:
             f"refits without every row and has no estimates to compare; drop --exact, or keep it "
             f"with --method division or --method linear-response"
         )
+
+
+def _check_plot_path(path: Path | None) -> None:
+    """Reject a --plot path that cannot be written, or a missing Matplotlib, before the fit and refits run."""
+    _check_output_path(path, "--plot")
+    if path is None:
+        return
+    from ..plotting import _require_matplotlib
+
+    try:
+        _require_matplotlib()
+    except ImportError as error:
+        raise ValueError(f"--plot cannot be written: {error}, or leave out --plot") from None
 
 
 def _check_output_path(path: Path | None, option: str) -> None:

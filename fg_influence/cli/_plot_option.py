@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ._mixture_report import _check_output_path
+from ._mixture_report import _check_plot_path
 
 
 def add_plot_option(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +15,8 @@ def add_plot_option(parser: argparse.ArgumentParser) -> None:
 
 
 def check_plot_path(path: Path | None) -> None:
-    """Reject an unwritable --plot path before the fit runs."""
-    _check_output_path(path, "--plot")
+    """Reject an unwritable --plot path, or a missing Matplotlib, before the fit runs."""
+    _check_plot_path(path)
 
 
 def write_plot(result, path: Path | None, out, labels=None) -> None:
