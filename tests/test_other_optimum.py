@@ -47,7 +47,17 @@ def test_exact_warns_when_refit_swaps_components():
         result.compute_exact([78, 27, 0, 1, 2])
     message = str(caught[0].message)
     assert "1 of 5 exact refits landed at a different local optimum than the fit (first positions: [78])" in message
-    assert "refit the model with more n_init or fewer components" in message
+    assert "refit the model from other starting points (more n_init where the model has it)" in message
+    assert "labels" not in message
+
+
+def test_other_optimum_warning_names_row_labels():
+    with pytest.warns(EmptyComponentWarning):
+        model = three_component_fit(seed=2, random_state=0)
+    result = model.influence()
+    result.row_labels = [f"row {i + 1}" for i in range(result.n_sites)]
+    with pytest.warns(OtherOptimumWarning, match=r"first positions: \[78\], labels \['row 79'\]"):
+        result.compute_exact([78, 27, 0, 1, 2])
     assert result.exact_other_optimum.tolist() == [True, False, False, False, False]
 
 

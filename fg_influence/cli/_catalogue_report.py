@@ -108,6 +108,8 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
     start = time.perf_counter()
     kl = result.kl
     loo = result.loo_log_predictive
+    # Labels first, so that warnings about refits name rows as the table does.
+    result.row_labels = labels
     if exact is not None:
         count = exact if exact == "all" else min(exact, result.n_sites)
         result.compute_exact(count, progress=progress_bar(result.n_sites if count == "all" else count))

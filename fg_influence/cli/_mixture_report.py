@@ -111,6 +111,8 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
     else:
         result = model.influence(method=method)
         fit_seconds = time.perf_counter() - start
+    # Labels first, so that warnings about refits name rows as the table does.
+    result.row_labels = labels
     if exact is not None:
         count = exact if exact == "all" else min(exact, len(X))
         result.compute_exact(count, progress=progress_bar(len(X) if count == "all" else count))

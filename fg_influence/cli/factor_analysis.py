@@ -88,6 +88,8 @@ def run(args, out=None) -> dict:
         raise ValueError(f"cannot standardize constant column(s) {constant}; drop them with --columns")
     model = FactorAnalysis(args.factors, tol=args.tol).fit((data - center) / scale)
     result = model.influence(method=args.method)
+    # Labels first, so that warnings about refits name rows as the table does.
+    result.row_labels = labels
     if args.exact is not None:
         count = args.exact if args.exact == "all" else min(args.exact, result.n_sites)
         result.compute_exact(count, progress=progress_bar(result.n_sites if count == "all" else count))

@@ -249,7 +249,7 @@ class InfluenceResult:
             )
         self.exact_other_optimum, _ = find_other_optima(self.posterior, converged, groups, values, refits)
         if self.exact_other_optimum.any():
-            _warn_other_optima(self.exact_sites, values, self.exact_other_optimum)
+            _warn_other_optima(self.exact_sites, values, self.exact_other_optimum, self.labels)
         return self
 
     def accuracy(self, top_k: int = 10) -> dict[str, float]:
@@ -327,18 +327,22 @@ class InfluenceResult:
         return _export.result_to_json(self, path, indent=indent)
 
 
-def _warn_other_optima(sites: np.ndarray, values: np.ndarray, other: np.ndarray) -> None:
-    """Warn that the refits without ``sites[other]`` left the fit's optimum."""
+def _warn_other_optima(sites: np.ndarray, values: np.ndarray, other: np.ndarray, labels=None) -> None:
+    """Warn that the refits without ``sites[other]`` left the fit's optimum, naming them by ``labels`` when given."""
     first_positions = sites[other][:10].tolist()
+    named = ""
+    if labels is not None and list(labels) != list(range(len(labels))):
+        named = f", labels {[labels[i] for i in first_positions]}"
     same = values[~other & np.isfinite(values)]
     median = f"{np.median(same):.3g}" if same.size else "undefined"
     warnings.warn(
         f"{int(other.sum())} of {sites.size} exact refits landed at a different local optimum than "
-        f"the fit (first positions: {first_positions}); refitting all the data from them does not return to the "
-        f"fit. Their exact KL (up to {values[other].max():.3g}, against a median of {median} over the "
-        f"other refitted sites) measures the jump between optima, not the sites' influence, so treat "
-        f"those values with care (exact_other_optimum marks them). The fit is probably one of several "
-        f"local optima: refit the model with more n_init or fewer components",
+        f"the fit (first positions: {first_positions}{named}); refitting all the data from them does not "
+        f"return to the fit. Their exact KL (up to {values[other].max():.3g}, against a median of {median} "
+        f"over the other refitted sites) measures the jump between optima, not the sites' influence, so "
+        f"treat those values with care (exact_other_optimum marks them). The fit is probably one of "
+        f"several local optima: refit the model from other starting points (more n_init where the model "
+        f"has it) or with fewer components, factors or states",
         OtherOptimumWarning,
         stacklevel=3,
     )
