@@ -161,3 +161,17 @@ def test_gaussian_values_far_from_zero_suggest_centring():
     with pytest.raises(ValueError, match=r"lost positive definiteness.*centre and scale") as caught:
         HiddenMarkovModel(2, emission="gaussian").fit([x])
     assert "too few distinct values per state" in str(caught.value)
+
+
+@pytest.mark.parametrize("exact, error, match", [
+    ([200], ValueError, r"exact must be in \[0, 99\]"),
+    ([-1], ValueError, r"exact must be in \[0, 99\]"),
+    ([3, 3], ValueError, "exact must not repeat a site"),
+    ([1.7], TypeError, "exact must contain integer site indices"),
+    ([True, False], TypeError, "exact must contain integer site indices"),
+])
+def test_time_step_exact_list_checked(exact, error, match):
+    values = load_nile().data[:, 1]
+    model = HiddenMarkovModel(2, emission="gaussian").fit(values)
+    with pytest.raises(error, match=match):
+        model.time_step_influence(exact=exact)

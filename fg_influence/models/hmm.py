@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from .._validation import as_float_array, check_int, check_real
+from .._validation import as_float_array, check_int, check_real, check_site_indices
 from ..exceptions import ImproperDivisionWarning
 from ..families import Dirichlet, Gamma, NormalWishart
 from ..graph import FactorGraph
@@ -307,6 +307,9 @@ class HiddenMarkovModel:
         -----
         ImproperDivisionWarning
             If a time step's estimated posterior is improper. Its KL is +inf.
+        UserWarning
+            With "linear-response", if the series has more than
+            ``TIME_STEP_RESPONSE_WARN`` steps, because the cost grows as T^2.
         """
         if method not in ("division", "linear-response"):
             raise ValueError(
@@ -392,7 +395,7 @@ class HiddenMarkovModel:
         if isinstance(exact, (int, np.integer)) and not isinstance(exact, bool):
             count = check_int(exact, "exact", minimum=1, maximum=kl.size)
             return np.argsort(-kl, kind="stable")[:count]
-        return np.asarray(exact, dtype=np.int64)
+        return check_site_indices(exact, kl.size, "exact")
 
     def _refit_without_step(self, step: int) -> float:
         graph = self.posterior_.graph
