@@ -308,3 +308,18 @@ def test_cli_time_steps_linear_response(tmp_path, capsys, nile_model):
     expected = nile_model.time_step_influence(method="linear-response").kl
     # The command fits the same model (same data order, priors and tol).
     np.testing.assert_allclose([record["kl"] for record in document["sites"]], expected, rtol=1e-10)
+
+
+def test_cli_time_steps_report_median_error(tmp_path, capsys, nile_model):
+    path = tmp_path / "nile.json"
+    code = main(["hmm", NILE_CSV, "--target", "value", "--order", "time", "--emission", "gaussian",
+                 "--exact", "5", "--json", str(path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "median relative error" in captured.out
+    influence = nile_model.time_step_influence(exact=5)
+    estimate = influence.kl[influence.exact_steps]
+    expected = np.median(np.abs(estimate - influence.exact_kl) / influence.exact_kl)
+    accuracy = json.loads(path.read_text())["accuracy"]
+    # Both sides refit the same five steps of the same fit to the same tolerance.
+    assert accuracy["median_relative_error"] == pytest.approx(expected, rel=1e-6)

@@ -210,7 +210,12 @@ def _time_steps(model, args):
         estimate = influence.kl[influence.exact_steps]
         top_estimate = set(influence.exact_steps[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(influence.exact_steps[np.argsort(-influence.exact_kl, kind="stable")[:k]].tolist())
+        # The same relative error as InfluenceResult.accuracy, over the finite pairs.
+        finite = np.isfinite(estimate) & np.isfinite(influence.exact_kl)
+        relative = (np.abs(estimate[finite] - influence.exact_kl[finite])
+                    / np.maximum(np.abs(influence.exact_kl[finite]), 1e-300))
         accuracy = {"n_sites": int(influence.exact_steps.size), "spearman": influence.spearman(),
-                    "top_k": k, "top_k_overlap": len(top_estimate & top_exact) / k}
+                    "top_k": k, "top_k_overlap": len(top_estimate & top_exact) / k,
+                    "median_relative_error": float(np.median(relative)) if relative.size else None}
     return (np.arange(influence.kl.size), influence.kl, influence.exact_steps, influence.exact_kl,
             accuracy)
