@@ -243,3 +243,23 @@ def test_nearly_constant_column_named():
     assert "Centre and scale that column" in message
     assert "or drop it" in message
     assert "too few rows per component (300 rows for 2 components)" in message
+
+
+def test_cli_note_gives_agreement_without_flagged_rows():
+    from fg_influence.cli._options import other_optimum_note
+
+    with pytest.warns(EmptyComponentWarning):
+        model = three_component_fit(seed=2, random_state=0)
+    result = model.influence()
+    result.row_labels = [f"r{i}" for i in range(result.n_sites)]
+    with pytest.warns(OtherOptimumWarning):
+        result.compute_exact([78, 27, 0, 1, 2])
+    line, labels = other_optimum_note(result)
+    assert labels == ["r78"]
+    assert line.startswith("1 of these refits landed at another local optimum (rows r78); without them: ")
+    kept = result.exact_sites[1:]
+    estimate, exact = result.kl[kept], result.exact_kl[1:]
+    expected = np.median(np.abs(estimate - exact) / exact)
+    assert line.endswith(f"median relative error {100 * expected:.3g}%")
+    unflagged = model.influence()
+    assert other_optimum_note(unflagged) == (None, [])

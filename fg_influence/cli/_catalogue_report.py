@@ -12,7 +12,7 @@ import numpy as np
 
 from .._csv import MISSING_VALUES, ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_rows, read_csv_table
 from ._mixture_report import _check_output_path, _check_plot_path, progress_bar
-from ._options import format_relative_error, format_spearman, parse_columns
+from ._options import format_relative_error, format_spearman, other_optimum_note, parse_columns
 
 
 def add_missing_option(parser, default: str = "raise") -> None:
@@ -143,6 +143,10 @@ def report(*, model, result, labels: list[str], shown: dict[str, np.ndarray], ex
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
               f"median relative error {format_relative_error(accuracy['median_relative_error'])}", file=out)
+        note, other_rows = other_optimum_note(result)
+        if note is not None:
+            print(note, file=out)
+            accuracy["other_optimum_rows"] = other_rows
     print(f"All-row estimates and refits: {seconds:.2f} s", file=out)
 
     rows = []

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..models import GaussianMixture
 from ._exact_influence import ExactInfluence
-from ._options import format_relative_error, format_spearman
+from ._options import format_relative_error, format_spearman, other_optimum_note
 
 #: Text that the influence table's title adds for each --method. Division,
 #: the default, adds none, so its title is the one it had before the option.
@@ -128,6 +128,10 @@ def run_mixture(data: np.ndarray, columns: list[str], labels: list[str], *, comp
             f"{format_relative_error(accuracy['median_relative_error'])}",
             file=out,
         )
+        note, other_rows = other_optimum_note(result)
+        if note is not None:
+            print(note, file=out)
+            accuracy["other_optimum_rows"] = other_rows
     else:
         accuracy = None
     if method == "exact":

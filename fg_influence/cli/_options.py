@@ -204,3 +204,28 @@ def format_spearman(value: float) -> str:
 def format_relative_error(value: float) -> str:
     """Format a relative error as a percentage to three significant digits, as every command prints it."""
     return f"{100 * value:.3g}%"
+
+
+def other_optimum_note(result) -> tuple[str | None, list]:
+    """Describe the refits that landed at another local optimum, with the agreement without them.
+
+    Returns the line to print (None when no refit was flagged) and the
+    labels of the flagged rows, for the JSON document.
+    """
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    other = getattr(result, "exact_other_optimum", None)
+    if other is None or not np.any(other):
+        return None, []
+    labels = [result.labels[i] for i in result.exact_sites[other]]
+    shown = ", ".join(str(label) for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
+    line = f"{len(labels)} of these refits landed at another local optimum (rows {shown})"
+    keep = ~other & np.isfinite(result.exact_kl)
+    if keep.sum() >= 3:
+        estimate = result.kl[result.exact_sites[keep]]
+        exact = result.exact_kl[keep]
+        relative = np.abs(estimate - exact) / np.maximum(np.abs(exact), 1e-300)
+        line += (f"; without them: Spearman {format_spearman(spearmanr(estimate, exact)[0])}, median "
+                 f"relative error {format_relative_error(float(np.median(relative)))}")
+    return line, labels

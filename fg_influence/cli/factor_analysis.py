@@ -13,7 +13,7 @@ from ..models.factor_analysis import FactorAnalysis
 from ._catalogue_report import add_missing_option, default_numeric_columns, numeric_matrix, read_columns
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_spearman, parse_columns,
-                       positive_int)
+                       other_optimum_note, positive_int)
 from ._plot_option import add_plot_option, check_plot_path, write_plot
 
 
@@ -121,6 +121,10 @@ def run(args, out=None) -> dict:
         print(f"\nAgreement with exact refits over {accuracy['n_sites']} rows: Spearman "
               f"{format_spearman(accuracy['spearman'])}, top-{accuracy['top_k']} overlap {accuracy['top_k_overlap']:.0%}, "
               f"median relative error {100 * accuracy['median_relative_error']:.3g}%", file=out)
+        note, other_rows = other_optimum_note(result)
+        if note is not None:
+            print(note, file=out)
+            accuracy["other_optimum_rows"] = other_rows
     print(f"Total time: {time.perf_counter() - start:.2f} s", file=out)
 
     document = {
