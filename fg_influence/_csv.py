@@ -52,7 +52,8 @@ def read_numeric_csv(path, columns: list[str] | None = None, *,
         columns = [name for name in header
                    if name != ROW_LABEL_COLUMN and _numeric_column(table[name], name, path, lines)]
         if not columns:
-            raise ValueError(f"CSV file {path} has no numeric columns; columns are {header}")
+            raise separator_error(path, header) or ValueError(
+                f"CSV file {path} has no numeric columns; columns are {header}")
     else:
         unknown = [name for name in columns if name not in table]
         if unknown:
@@ -195,6 +196,16 @@ def _numeric_column(values: list[str], name: str, path, lines: list[int]) -> boo
 
 #: Field values read as missing by ``read_csv_table``: empty and R's NA.
 MISSING_VALUES = ("", "NA", "NaN", "nan")
+
+
+def separator_error(path, header) -> ValueError | None:
+    """Return the error for a file whose one column name holds semicolons or tabs, else None."""
+    if len(header) == 1 and any(mark in header[0] for mark in (";", "\t")):
+        return ValueError(
+            f"CSV file {path} has a single column {header[0]!r}, so it seems to be separated by "
+            f"semicolons or tabs; fg-influence reads comma-separated files, so save it with commas"
+        )
+    return None
 
 
 def read_csv_table(path, columns: list[str], *, missing: str = "raise",

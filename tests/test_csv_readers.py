@@ -159,3 +159,18 @@ def test_dropped_rows_warning_same_everywhere(tmp_path, capsys):
                 f"{path}, leaving 18 of 20 rows"]
     for command, lines in warnings.items():
         assert lines == expected, command
+
+
+@pytest.mark.parametrize("argv", [
+    ["linreg", "{path}", "--target", "y"],
+    ["factor-analysis", "{path}"],
+    ["mixture", "{path}", "--family", "poisson", "-k", "2"],
+    ["gmm", "{path}", "-k", "2"],
+])
+def test_semicolon_file_named_as_such(argv, tmp_path, capsys):
+    path = tmp_path / "semi.csv"
+    path.write_text("a;b;y\n1;2;3\n4;5;6\n7;8;9\n")
+    assert cli.main([part.format(path=path) for part in argv]) == 2
+    error = capsys.readouterr().err
+    assert "seems to be separated by semicolons or tabs" in error
+    assert "besides" not in error

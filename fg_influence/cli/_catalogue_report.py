@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._csv import MISSING_VALUES, ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_rows, read_csv_table
+from .._csv import (MISSING_VALUES, ROW_LABEL_COLUMN, _parses_as_float, numeric_column, read_csv_rows,
+                    read_csv_table, separator_error)
 from ._mixture_report import _check_output_path, _check_plot_path, progress_bar
 from ._options import format_relative_error, format_spearman, other_optimum_note, parse_columns
 
@@ -83,7 +84,11 @@ def default_numeric_columns(path: Path, exclude: list[str], *, reject_mixed: boo
                 f"remove that value, or leave the column out with --columns"
             )
     if not numeric:
-        raise ValueError(f"CSV file {path} has no numeric columns besides {exclude}; name them with --columns")
+        error = separator_error(path, header)
+        if error is not None:
+            raise error
+        besides = f" besides {list(exclude)}" if exclude else ""
+        raise ValueError(f"CSV file {path} has no numeric columns{besides}; name them with --columns")
     return numeric
 
 
