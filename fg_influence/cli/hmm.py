@@ -125,7 +125,9 @@ def run(args, out=None) -> dict:
     title_method = TITLE_METHODS[args.method]
     print(f"\nThe {len(order)} most influential {what}, by KL(q || q without it){title_method}:", file=out)
     value_header = "length" if args.sequence is not None else "value"
-    header = ["site", value_header, "KL"] + (["exact KL"] if exact_lookup else [])
+    # The first column shows labels (sequence labels or time steps); "site" in the JSON is a position.
+    label_header = args.sequence if args.sequence is not None else (args.order or "step")
+    header = [label_header, value_header, "KL"] + (["exact KL"] if exact_lookup else [])
     table = []
     for i in order:
         cells = [str(site_labels[i]), f"{site_values[i]:.6g}", f"{kl[i]:.5f}"]
