@@ -175,3 +175,10 @@ def test_time_step_exact_list_checked(exact, error, match):
     model = HiddenMarkovModel(2, emission="gaussian").fit(values)
     with pytest.raises(error, match=match):
         model.time_step_influence(exact=exact)
+
+
+def test_time_step_spearman_needs_refits():
+    values = load_nile().data[:, 1]
+    influence = HiddenMarkovModel(2, emission="gaussian").fit(values).time_step_influence()
+    with pytest.raises(ValueError, match="spearman needs exact refits of at least 2 time steps, got 0"):
+        influence.spearman()

@@ -111,6 +111,12 @@ class TimeStepInfluence:
         return np.argsort(-self.kl, kind="stable")[:k]
 
     def spearman(self) -> float:
+        """Return the Spearman correlation of the estimates with the exact KL over the refitted steps."""
+        if self.exact_steps.size < 2:
+            raise ValueError(
+                f"spearman needs exact refits of at least 2 time steps, got {self.exact_steps.size}; "
+                f"pass exact='all', a count or a list of steps to time_step_influence"
+            )
         return float(spearmanr(self.kl[self.exact_steps], self.exact_kl).statistic)
 
 
