@@ -257,16 +257,19 @@ def read_csv_table(path, columns: list[str], *, missing: str = "raise",
     label_position = header.index(ROW_LABEL_COLUMN) if ROW_LABEL_COLUMN in header else None
     labels = [row[label_position].strip() if label_position is not None else str(i + 1) for i, row in enumerate(body)]
     incomplete = [i for i, row in enumerate(body) if any(row[j].strip() in MISSING_VALUES for j in positions)]
+    # The columns with a gap in some row, for the messages below.
+    gapped = [name for name, j in zip(columns, positions)
+              if any(body[i][j].strip() in MISSING_VALUES for i in incomplete)]
     if incomplete and missing == "raise":
         first = body[incomplete[0]]
         empty = [name for name, j in zip(columns, positions) if first[j].strip() in MISSING_VALUES]
         raise ValueError(
-            f"{len(incomplete)} row(s) of {path} have missing values in {columns}, the first is on line "
+            f"{len(incomplete)} row(s) of {path} have missing values in {gapped}, the first is on line "
             f"{lines[incomplete[0]]} (missing {empty}); drop them with --missing drop or impute them first"
         )
     if incomplete:
         warnings.warn(
-            f"dropped {len(incomplete)} row(s) with missing values in {columns} from {path}, "
+            f"dropped {len(incomplete)} row(s) with missing values in {gapped} from {path}, "
             f"leaving {len(body) - len(incomplete)} of {len(body)} rows",
             UserWarning,
             stacklevel=2,

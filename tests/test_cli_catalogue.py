@@ -124,7 +124,7 @@ def test_missing_values_dropped_with_warning(tmp_path, capsys):
                                              "--top", "2"], capsys)
 
     # penguins has 11 rows with sex recorded as NA.
-    assert "dropped 11 row(s) with missing values in ['species', 'sex']" in captured.err
+    assert "dropped 11 row(s) with missing values in ['sex']" in captured.err
     assert "leaving 333 of 344 rows" in captured.err
     assert len(document["rows"]) == 333
 
