@@ -199,7 +199,7 @@ MISSING_VALUES = ("", "NA", "NaN", "nan")
 
 
 def separator_error(path, header) -> ValueError | None:
-    """Return the error for a file whose one column name holds semicolons or tabs, else None."""
+    """Return the error for a file whose only column name contains semicolons or tabs, else None."""
     if len(header) == 1 and any(mark in header[0] for mark in (";", "\t")):
         return ValueError(
             f"CSV file {path} has a single column {header[0]!r}, so it seems to be separated by "

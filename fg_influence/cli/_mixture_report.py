@@ -44,7 +44,7 @@ def reject_constant_columns(data: np.ndarray, columns: list[str]) -> None:
     GaussianMixture.fit rejects such columns too, but it names them by their
     position in X. The command line checks first, so that the error uses
     the CSV header's name. With fewer than 2 rows every column is constant,
-    so the check is left to the fit, which asks for more rows.
+    so the check is left to the fit, which requires more rows.
     """
     if len(data) < 2:
         return

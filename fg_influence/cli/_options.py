@@ -215,17 +215,19 @@ def other_optimum_note(result) -> tuple[str | None, list]:
     import numpy as np
     from scipy.stats import spearmanr
 
+    from ..influence.result import relative_errors
+
     other = getattr(result, "exact_other_optimum", None)
     if other is None or not np.any(other):
         return None, []
     labels = [result.labels[i] for i in result.exact_sites[other]]
-    shown = ", ".join(str(label) for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
-    line = f"{len(labels)} of these refits landed at another local optimum (rows {shown})"
-    keep = ~other & np.isfinite(result.exact_kl)
-    if keep.sum() >= 3:
-        estimate = result.kl[result.exact_sites[keep]]
-        exact = result.exact_kl[keep]
-        relative = np.abs(estimate - exact) / np.maximum(np.abs(exact), 1e-300)
+    listed = ", ".join(str(label) for label in labels[:10]) + (", ..." if len(labels) > 10 else "")
+    line = f"{len(labels)} of these refits landed at another local optimum (rows {listed})"
+    same_optimum = ~other & np.isfinite(result.exact_kl)
+    if same_optimum.sum() >= 3:
+        estimate = result.kl[result.exact_sites[same_optimum]]
+        exact = result.exact_kl[same_optimum]
+        median = float(np.median(relative_errors(estimate, exact)))
         line += (f"; without them: Spearman {format_spearman(spearmanr(estimate, exact)[0])}, median "
-                 f"relative error {format_relative_error(float(np.median(relative)))}")
+                 f"relative error {format_relative_error(median)}")
     return line, labels

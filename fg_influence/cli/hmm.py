@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .._csv import read_numeric_csv
+from ..influence.result import relative_errors
 from ..models.hmm import EMISSIONS, HiddenMarkovModel
 from ._mixture_report import TITLE_METHODS, _check_json_path, _finite_or_none, _json_accuracy, progress_bar
 from ._options import (METHODS, add_site_options, add_tol_option, default_tol, format_relative_error,
@@ -212,10 +213,7 @@ def _time_steps(model, args):
         estimate = influence.kl[influence.exact_steps]
         top_estimate = set(influence.exact_steps[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(influence.exact_steps[np.argsort(-influence.exact_kl, kind="stable")[:k]].tolist())
-        # The same relative error as InfluenceResult.accuracy, over the finite pairs.
-        finite = np.isfinite(estimate) & np.isfinite(influence.exact_kl)
-        relative = (np.abs(estimate[finite] - influence.exact_kl[finite])
-                    / np.maximum(np.abs(influence.exact_kl[finite]), 1e-300))
+        relative = relative_errors(estimate, influence.exact_kl)
         accuracy = {"n_sites": int(influence.exact_steps.size), "spearman": influence.spearman(),
                     "top_k": k, "top_k_overlap": len(top_estimate & top_exact) / k,
                     "median_relative_error": float(np.median(relative)) if relative.size else None}

@@ -160,9 +160,10 @@ class ResponseBlock:
         (len(rows), Q_f). Given the sites' shares w_ik of the predictive
         density, it may leave out the part that comes from a category l with
         w_ik r_il at most PREDICTIVE_SHARE_TOL, whose effect on the density
-        is that product times a gradient against one category's message. ``weights`` (n, K) are the components'
-        shares of the divided predictive density and ``response`` is the
-        response term in the shift coordinates, as passed to ``shifts``.
+        is that product times a gradient against one category's message.
+        ``weights`` (n, K) are the components' shares of the divided
+        predictive density and ``response`` is the response term in the
+        shift coordinates, as passed to ``shifts``.
     lower_bounds : dict of int to float
         Positions within the block whose corrected value must exceed the
         given bound for the posterior to stay in its family.
@@ -1413,8 +1414,7 @@ class LinearResponseSummaries:
             self.kl_by_variable[name] += parts[:, column]
         self.kl_by_variable[self._largest] += total - parts.sum(axis=1)
 
-        with _one_blas_thread():
-            bounds = self._bound_rows()
+        bounds = self._bound_rows()
         resp = np.where(raw > RESP_TOL, raw, 0.0)
         f_norm = np.sqrt(np.maximum(norms, 0.0))
         self._check_bounds_by_norms(rows, resp, f_norm, f_norm * np.sqrt(np.einsum("nk,nk->n", resp, resp)),

@@ -272,7 +272,7 @@ class InfluenceResult:
         estimate = self.kl[self.exact_sites]
         exact = self.exact_kl
         finite = np.isfinite(estimate)
-        relative = np.abs(estimate[finite] - exact[finite]) / np.maximum(np.abs(exact[finite]), 1e-300)
+        relative = relative_errors(estimate, exact)
         k = min(top_k, self.exact_sites.size - 1)
         top_estimate = set(self.exact_sites[np.argsort(-estimate, kind="stable")[:k]].tolist())
         top_exact = set(self.exact_sites[np.argsort(-exact, kind="stable")[:k]].tolist())
@@ -325,6 +325,12 @@ class InfluenceResult:
     def to_json(self, path=None, *, indent: int = 2) -> str:
         """:meth:`to_dict` as strict JSON text, also written to ``path`` when given."""
         return _export.result_to_json(self, path, indent=indent)
+
+
+def relative_errors(estimate: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """Return |estimate - exact| / |exact| where the estimate is finite, as ``accuracy`` reports it."""
+    finite = np.isfinite(estimate)
+    return np.abs(estimate[finite] - exact[finite]) / np.maximum(np.abs(exact[finite]), 1e-300)
 
 
 def _warn_other_optima(sites: np.ndarray, values: np.ndarray, other: np.ndarray, labels=None) -> None:
