@@ -337,3 +337,13 @@ def test_catalogue_models_round_trip(make, data, tmp_path):
         if name == "loo":
             continue  # p_loo is None for models without an in-sample predictive density
         np.testing.assert_array_equal(_all_influence_numbers(loaded.influence())[name], values, err_msg=name)
+
+
+def test_result_with_mismatched_other_optimum_rejected(model, tmp_path):
+    result = model.influence().compute_exact([1, 2])
+    # One flag too many for the two refitted sites.
+    result.exact_other_optimum = np.zeros(3, dtype=bool)
+    path = tmp_path / "result.npz"
+    save(result, path)
+    with pytest.raises(ValueError, match="the exact refit arrays are inconsistent"):
+        load(path)
