@@ -642,13 +642,16 @@ class ResponseSystem:
         response, form = np.zeros((size, size)), np.zeros((size, size))
         for index in self.groups:
             whole = index.size == size
-            sub = -(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
+            sub = np.negative(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
             sub[np.diag_indices(index.size)] += 1.0
+            # I - B is symmetric, so its transpose, a Fortran-ordered view, goes
+            # to LAPACK without a copy; dpotri leaves (I - B)^-1 in that view's
+            # lower triangle, which is the upper triangle of the C-ordered one.
             # One BLAS thread: this follows Numba's parallel kernels, whose idle
             # threads still spin. On 2 cores two BLAS threads took 0.045 s here
             # against 0.02 s for one (G = 680).
             with _one_blas_thread():
-                factor, info = lapack.dpotrf(sub, lower=1, overwrite_a=1)
+                factor, info = lapack.dpotrf(sub.T, lower=1, overwrite_a=1)
                 if info == 0:
                     inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
@@ -657,20 +660,17 @@ class ResponseSystem:
                     f"{self.largest_eigenvalue:.6g}), so the linear-response correction is undefined. "
                     f"{MIXTURE_ADVICE['singular']}"
                 )
-            # dpotri fills the lower triangle of (I - B)^-1; R is that inverse minus I.
-            lower = np.tril(inverse)
-            part = lower + lower.T
-            part[np.diag_indices(index.size)] -= np.diagonal(lower) + 1.0
-            # R is symmetric, so R^2 = R R^T, one symmetric rank-k update filling the upper triangle.
+            part = lr_kernels.response_from_inverse(inverse.T)
+            # R is symmetric, so R^2 = R R^T, one symmetric rank-k update; on
+            # the Fortran-ordered view it fills the lower triangle of the C-ordered result.
             with _one_blas_thread():
-                upper = blas.dsyrk(1.0, part)
-            square = upper + upper.T
-            square[np.diag_indices(index.size)] -= np.diagonal(upper)
+                square = blas.dsyrk(1.0, part.T)
+            whole_form = lr_kernels.kl_form_from_square(part, square.T)
             if whole:
-                response, form = part, part + 0.5 * square
+                response, form = part, whole_form
             else:
                 response[np.ix_(index, index)] = part
-                form[np.ix_(index, index)] = part + 0.5 * square
+                form[np.ix_(index, index)] = whole_form
         return response, form
 
     def kl_blocks(self, pairs) -> np.ndarray:
