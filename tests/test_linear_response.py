@@ -194,8 +194,13 @@ def test_kl_routes_agree_on_iris(iris_fit, monkeypatch, exact):
     # site's quadratic form in one pair, so at most K^2 RESP_TOL = 9e-8
     # relative in all (measured 4.4e-9).
     rtol = 1e-9 if exact else 1e-7
+    # The moments route gives the total first and splits it on first access.
+    assert "kl_by_variable" not in moments.__dict__
+    assert np.allclose(moments.kl, eigenbasis.kl, rtol=rtol, atol=1e-12)
     for name, values in moments.kl_by_variable.items():
         assert np.allclose(values, eigenbasis.kl_by_variable[name], rtol=rtol, atol=1e-12)
+    # The parts add up to the total up to the rounding of three sums.
+    assert np.allclose(sum(moments.kl_by_variable.values()), moments.kl, rtol=1e-13, atol=0.0)
 
 
 @pytest.mark.parametrize("dataset", ["iris", "galaxies"])

@@ -44,6 +44,7 @@ error that names the class and this registry.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import warnings
 from collections.abc import Callable
@@ -1018,6 +1019,11 @@ def build_response_system(posterior: Posterior, *, warn: bool = True) -> Respons
 
 
 def _build_response_system(posterior: Posterior, warn: bool) -> ResponseSystem:
+    return _finish_response_system(_assemble_response_system(posterior), warn)
+
+
+def _assemble_response_system(posterior: Posterior) -> tuple:
+    """Assemble V and the pieces of a ResponseSystem that come before B (see _finish_response_system)."""
     local, blocks = response_blocks(posterior)
     resp = np.asarray(posterior.locals[local], dtype=float)
     k_count, q = resp.shape[1], sum(b.size for b in blocks)
@@ -1047,6 +1053,13 @@ def _build_response_system(posterior: Posterior, warn: bool) -> ResponseSystem:
     v = assemble_missing_information(
         resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1),
         None if moments is None else moments + (base_values,), activity)
+    return blocks, local, resp, hessian, chol, v, moments, activity, base_values
+
+
+def _finish_response_system(assembled: tuple, warn: bool) -> ResponseSystem:
+    """Form B from the output of _assemble_response_system, find its groups and extreme eigenvalues, and check them."""
+    blocks, local, resp, hessian, chol, v, moments, activity, base_values = assembled
+    k_count, q = hessian.shape[:2]
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
     b_blocks = np.matmul(np.swapaxes(chol, 1, 2)[:, None], np.matmul(v_blocks, chol[None]))
     b_sym = b_blocks.transpose(0, 2, 1, 3).reshape(k_count * q, k_count * q)
@@ -1182,6 +1195,34 @@ def check_conditioning(largest: float, smallest: float, warn: bool, advice: dict
 # All-site summaries.
 
 
+def _beside_division(posterior: Posterior, work: Callable):
+    """Return division's ``(kl_by_variable, improper)`` and ``work()``, run side by side where that is safe.
+
+    ``work`` runs here on one BLAS thread (the factorisation of I - B and
+    other small dense steps), so a second core would idle. Division's KL
+    then runs on that core, in a second thread with one Numba thread. This
+    needs a thread-safe Numba threading layer (OpenMP or TBB) and at least
+    two Numba threads; otherwise the two run one after the other.
+    """
+    from . import closed_form
+
+    if numba.get_num_threads() < 2 or numba.threading_layer() not in ("omp", "tbb"):
+        division = closed_form.all_site_kl(posterior)
+        return division + (work(),)
+
+    def division_on_one_thread():
+        numba.set_num_threads(1)
+        return closed_form.all_site_kl(posterior)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(division_on_one_thread)
+        try:
+            result = work()
+        finally:
+            division = future.result()
+    return division + (result,)
+
+
 class LinearResponseSummaries:
     """Per-site summaries of the linear-response corrected posterior, site axis first.
 
@@ -1250,33 +1291,73 @@ class LinearResponseSummaries:
 
     def _compute_kl(self, posterior, warn, chunk_sites, kl_route):
         """Build the response system and add the response's KL to division's, site by site."""
-        from . import closed_form
-
         self.posterior = posterior
-        self.system = build_response_system(posterior, warn=warn)
         self.chunk_sites = chunk_sites
-        self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
-        system = self.system
-        self._slices = system.block_slices()
-        self._largest = max(system.blocks, key=lambda b: b.size).variable
+        assembled = _assemble_response_system(posterior)
+        moments = assembled[6]
         if kl_route is None:
-            kl_route = "moments" if system.moments is not None else "eigenbasis"
-        if kl_route == "moments" and system.moments is None:
+            kl_route = "moments" if moments is not None else "eigenbasis"
+        if kl_route == "moments" and moments is None:
             raise ValueError(
                 "kl_route='moments' needs every block's statistics to be products of per-site entries "
                 "(ResponseBlock.base and monomials), and some block here has none; use "
                 "kl_route='eigenbasis' or None"
             )
         self.kl_route = kl_route
-        if system.groups and kl_route == "moments":
-            self._add_kl_from_moments()
-        elif system.groups and system.rank:
+        self._split = None
+
+        def finish():
+            self.system = system = _finish_response_system(assembled, warn)
+            self._slices = system.block_slices()
+            self._largest = max(system.blocks, key=lambda b: b.size).variable
+            if system.groups and kl_route == "moments":
+                return self._moment_inputs()
+            return None
+
+        # B, its eigenvalues and the inputs of the KL pass take dense steps on
+        # one BLAS thread, beside division.
+        division, self.improper, inputs = _beside_division(posterior, finish)
+        self._division_kl = division
+        system = self.system
+        if inputs is not None:
+            added = self._add_kl_from_moments(inputs)
+            kl = sum(division.values()) + added
+            np.maximum(kl, 0.0, out=kl)
+            kl[self.improper] = 0.0
+            self.kl = kl
+            return
+        if system.groups and system.rank:
             for sites, f, projected, z in self._chunks():
                 self._add_kl(sites, projected, z)
                 self._check_bounds(sites, f, z)
-        for values in self.kl_by_variable.values():
+        self.__dict__["kl_by_variable"] = self._clamped(division)
+        self.kl = sum(self.kl_by_variable.values())
+
+    def _clamped(self, parts: dict) -> dict:
+        for values in parts.values():
             np.maximum(values, 0.0, out=values)
             values[self.improper] = 0.0
+        return parts
+
+    @cached_property
+    def kl_by_variable(self) -> dict:
+        """KL of each global variable's factor, shape (N,) each; 0 for improper sites.
+
+        The moments route computes the split on first access, with one
+        pass over the sites that costs about a fifth of the KL pass.
+        """
+        parts = self._division_kl
+        if self._split is not None:
+            added, arguments = self._split
+            names = [b.variable for b in self.system.blocks if b.variable != self._largest]
+            small = np.empty((added.size, len(names)))
+            with _one_blas_thread():
+                lr_kernels.pair_linear_parts(*arguments, _n_parts(), small)
+            for column, name in enumerate(names):
+                parts[name] += small[:, column]
+            parts[self._largest] += added - small.sum(axis=1)
+            self._split = None
+        return self._clamped(parts)
 
     def _chunks(self):
         """Yield (sites, features, per-variable c_v, z) for consecutive chunks of sites."""
@@ -1334,13 +1415,13 @@ class LinearResponseSummaries:
             else:
                 half_norm = np.zeros(sites.size)
             rest -= half_norm
-            self.kl_by_variable[name][sites] += np.einsum("nr,nr->n", projected[name], z) + half_norm
-        self.kl_by_variable[self._largest][sites] += np.einsum("nr,nr->n", projected[self._largest], z) + rest
+            self._division_kl[name][sites] += np.einsum("nr,nr->n", projected[name], z) + half_norm
+        self._division_kl[self._largest][sites] += np.einsum("nr,nr->n", projected[self._largest], z) + rest
 
-    def _add_kl_from_moments(self):
-        """Add the response's second-order KL with every direction kept, through distinct products.
+    def _moment_inputs(self):
+        """Prepare the inputs of the moments route, the response's second-order KL through distinct products.
 
-        The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
+        Every direction is kept. The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
         with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i.
 
         Each f^T A_kl f is a fixed combination c_kl . m_i of the distinct
@@ -1352,6 +1433,9 @@ class LinearResponseSummaries:
         A smaller block v gets y_v . e_v + |e_v|^2 / 2, with y = L^T s_i and
         e_v = (R y)_v linear in s_i (and so in the products of degree up to
         that of f), and the largest block gets the rest of the total.
+
+        Returns the arguments of the KL kernel and of the split's kernel, and
+        the lower bounds to check (see _bound_rows).
         """
         system = self.system
         table = system.moments[1]
@@ -1401,24 +1485,31 @@ class LinearResponseSummaries:
         small_of = np.concatenate(small).astype(np.int64) if small else np.zeros(0, dtype=np.int64)
         norm = table.coefficients(np.eye(q))
         norm_slots = np.flatnonzero(norm)
+        # The linear forms read only the products of degree up to that of f,
+        # which come first, so the split fills only the runs that reach them.
+        runs = table.runs[table.runs[:, 0] < n_linear]
+        n_products = int((runs[:, 0] + runs[:, 2]).max(initial=1))
+        split = (system.base_values, raw, RESP_TOL, linear, own_slots, own_values, owner, small_of,
+                 np.ascontiguousarray(runs), n_products)
+        kernel = (system.base_values, raw, np.arange(raw.shape[0]), RESP_TOL, pair_of, coefficients,
+                  norm_slots.astype(np.int64), norm[norm_slots], table.runs, _n_parts())
+        return kernel, split, self._bound_rows()
 
-        n_sites = raw.shape[0]
-        rows = np.arange(n_sites)
-        total, norms = np.empty(n_sites), np.empty(n_sites)
-        parts = np.empty((n_sites, len(small)))
-        lr_kernels.pair_quadratic_forms(system.base_values, raw, rows, RESP_TOL, pair_of, coefficients, linear,
-                                        own_slots, own_values, owner, small_of, norm_slots.astype(np.int64),
-                                        norm[norm_slots], table.runs, _n_parts(), total, parts, norms)
-        names = [b.variable for b in system.blocks if b.variable != self._largest]
-        for column, name in enumerate(names):
-            self.kl_by_variable[name] += parts[:, column]
-        self.kl_by_variable[self._largest] += total - parts.sum(axis=1)
+    def _add_kl_from_moments(self, inputs) -> np.ndarray:
+        """Return the response's second-order KL of every site from the inputs of _moment_inputs.
 
-        bounds = self._bound_rows()
-        resp = np.where(raw > RESP_TOL, raw, 0.0)
+        Also flags the sites whose corrected coordinates cross a lower bound,
+        and keeps what the split by variable needs (see kl_by_variable).
+        """
+        kernel, split, bounds = inputs
+        rows, raw = kernel[2], kernel[1]
+        n_sites = rows.size
+        total, norms, resp_norms = np.empty(n_sites), np.empty(n_sites), np.empty(n_sites)
+        lr_kernels.pair_quadratic_forms(*kernel, total, norms, resp_norms)
+        self._split = (total, split)
         f_norm = np.sqrt(np.maximum(norms, 0.0))
-        self._check_bounds_by_norms(rows, resp, f_norm, f_norm * np.sqrt(np.einsum("nk,nk->n", resp, resp)),
-                                    bounds)
+        self._check_bounds_by_norms(rows, raw, f_norm, f_norm * np.sqrt(resp_norms), bounds)
+        return total
 
     def _bound_rows(self) -> list:
         """Collect, for each block with lower bounds, its positions in g, the bounds, M's rows there and their norms."""
@@ -1481,7 +1572,8 @@ class LinearResponseSummaries:
             slack = coordinates[None] - f_norm[:, None, None] - reach[None] * s_norm[:, None, None]
             near = np.flatnonzero(np.any(slack <= lower, axis=(1, 2)))
             if near.size:
-                self._check_bounds_from_moments(rows[near], self.system.features(rows[near]), r[near], bounds)
+                r_near = np.where(r[near] > RESP_TOL, r[near], 0.0)
+                self._check_bounds_from_moments(rows[near], self.system.features(rows[near]), r_near, bounds)
 
     def _check_bounds(self, sites, f, z):
         """Flag sites whose corrected coordinates cross a block's lower bound.

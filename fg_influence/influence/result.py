@@ -76,9 +76,9 @@ class InfluenceResult:
             from .linear_response import all_site_summaries
 
             self._response = all_site_summaries(posterior)
-            self.kl_by_variable, self.improper = self._response.kl_by_variable, self._response.improper
+            self.improper = self._response.improper
         else:
-            self.kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
+            self._kl_by_variable, self.improper = closed_form.all_site_kl(posterior)
         if self.improper.any():
             shown = np.flatnonzero(self.improper)[:10].tolist()
             estimate = "when divided out" if method == "division" else "under the linear-response correction"
@@ -98,12 +98,27 @@ class InfluenceResult:
     def n_sites(self) -> int:
         return self.posterior.n_sites
 
+    @property
+    def kl_by_variable(self) -> dict[str, np.ndarray]:
+        """KL of each global variable's factor, shape (N,) each; 0 for improper sites.
+
+        Under the linear-response method some models compute this split on
+        first access (the total, ``kl``, comes first).
+        """
+        if self._response is not None:
+            return self._response.kl_by_variable
+        return self._kl_by_variable
+
     @cached_property
     def kl(self) -> np.ndarray:
         """KL(q || q without site i) over the global factors, shape (N,)."""
-        total = np.zeros(self.n_sites)
-        for values in self.kl_by_variable.values():
-            total += values
+        total = getattr(self._response, "kl", None)
+        if total is None:
+            total = np.zeros(self.n_sites)
+            for values in self.kl_by_variable.values():
+                total += values
+        else:
+            total = np.array(total, dtype=float)
         total[self.improper] = np.inf
         return total
 

@@ -436,9 +436,9 @@ def _dot4(a, b, c, d, m, length):
 
 
 @njit(cache=True, parallel=True, fastmath=_VECTORISE)
-def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, own_slots, own_values, owner,
-                         small_of, norm_slots, norm_values, runs, n_parts, total, small, norms):
-    """Evaluate, for the sites in ``rows``, a quadratic form in their messages and its parts in smaller blocks.
+def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, norm_slots, norm_values, runs, n_parts,
+                         total, norms, resp_norms):
+    """Evaluate, for the sites in ``rows``, a quadratic form in their messages.
 
     Row i of ``base`` and of ``resp`` belong to site i, and m_i contains the
     distinct products of row i of ``base`` (see _fill_products). For the
@@ -447,21 +447,15 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
     * ``total[j]`` = sum over pairs k <= l with r_ik r_il > tol of
       r_ik r_il c_p . m_i, where p = ``pair_of[k, l]`` (-1 skips the pair)
       and ``coefficients[p]`` = c_p.
-    * For each output o, e = sum over l with r_il > tol of
-      r_il ``linear[l, o]`` . m_i, and y = r_ik times the sum of
-      ``own_values[o] * m_i[own_slots[o]]``, with k = ``owner[o]`` (0 if
-      r_ik <= tol); ``small[j, small_of[o]]`` sums y e + e^2 / 2. These
-      linear forms read only the first L = ``linear.shape[2]`` products.
     * ``norms[j]`` = sum of ``norm_values * m_i[norm_slots]``.
+    * ``resp_norms[j]`` = sum of r_ik^2 over k with r_ik > tol.
 
     The sites are split into ``n_parts`` runs, one per thread.
     """
     n, k_count = rows.shape[0], resp.shape[1]
     n_monomials = coefficients.shape[1]
-    n_outputs, n_linear = linear.shape[1], linear.shape[2]
     for part in prange(n_parts):
         m = np.empty(n_monomials)
-        e = np.empty(n_outputs)
         active = np.empty(k_count * (k_count + 1) // 2, dtype=np.int64)
         weights = np.empty(k_count * (k_count + 1) // 2)
         for j in range(part * n // n_parts, (part + 1) * n // n_parts):
@@ -471,12 +465,13 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
             for u in range(norm_slots.shape[0]):
                 norm += norm_values[u] * m[norm_slots[u]]
             norms[j] = norm
-            e[:] = 0.0
             count = 0
+            squares = 0.0
             for k in range(k_count):
                 r_k = resp[i, k]
                 if r_k <= tol:
                     continue
+                squares += r_k * r_k
                 for l in range(k, k_count):
                     weight = r_k * resp[i, l]
                     p = pair_of[k, l]
@@ -484,9 +479,7 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                         active[count] = p
                         weights[count] = weight
                         count += 1
-                block = linear[k]
-                for o in range(n_outputs):
-                    e[o] += r_k * _dot(block[o], m, n_linear)
+            resp_norms[j] = squares
             # Four pairs at a time, so that one load of m_i serves four dot
             # products. The loads of m_i and c_p bound the speed of one product.
             value = 0.0
@@ -501,8 +494,37 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
             for u in range(start, count):
                 value += weights[u] * _dot(coefficients[active[u]], m, n_monomials)
             total[j] = value
+
+
+@njit(cache=True, parallel=True, fastmath=_VECTORISE)
+def pair_linear_parts(base, resp, tol, linear, own_slots, own_values, owner, small_of, runs, n_products, n_parts,
+                      small):
+    """Sum, for every site, y e + e^2 / 2 over the outputs of each smaller block.
+
+    For site i and output o, e = sum over l with r_il > tol of
+    r_il ``linear[l, o]`` . m_i and y = r_ik times the sum of
+    ``own_values[o] * m_i[own_slots[o]]``, with k = ``owner[o]`` (0 if
+    r_ik <= tol); ``small[i, small_of[o]]`` sums y e + e^2 / 2. Only the
+    first L = ``linear.shape[2]`` products m_i enter, and ``runs`` fills
+    the first ``n_products`` >= L of them (see _fill_products).
+    """
+    n, k_count = resp.shape
+    n_outputs, n_linear = linear.shape[1], linear.shape[2]
+    for part in prange(n_parts):
+        m = np.empty(n_products)
+        e = np.empty(n_outputs)
+        for i in range(part * n // n_parts, (part + 1) * n // n_parts):
+            _fill_products(m, base, i, runs)
+            e[:] = 0.0
+            for k in range(k_count):
+                r_k = resp[i, k]
+                if r_k <= tol:
+                    continue
+                block = linear[k]
+                for o in range(n_outputs):
+                    e[o] += r_k * _dot(block[o], m, n_linear)
             for c in range(small.shape[1]):
-                small[j, c] = 0.0
+                small[i, c] = 0.0
             for o in range(n_outputs):
                 r_own = resp[i, owner[o]]
                 y = 0.0
@@ -510,4 +532,4 @@ def pair_quadratic_forms(base, resp, rows, tol, pair_of, coefficients, linear, o
                     for u in range(own_slots.shape[1]):
                         y += own_values[o, u] * m[own_slots[o, u]]
                     y *= r_own
-                small[j, small_of[o]] += y * e[o] + 0.5 * e[o] * e[o]
+                small[i, small_of[o]] += y * e[o] + 0.5 * e[o] * e[o]

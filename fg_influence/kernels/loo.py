@@ -106,7 +106,7 @@ NEGLIGIBLE_WEIGHT = 1e-10
 SERIES_WEIGHT = 1e-4
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, multi_trigamma_half_dof,
                                multi_tetragamma_half_dof, d, improper):
     """KL(q || q without site i) summed over components, shape (N,).
@@ -177,7 +177,7 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, multi
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def dirichlet_downdate_kl(alpha, resp, expected_log, improper):
     """KL(Dir(alpha) || Dir(alpha - r_i)) for every site, shape (N,).
 
