@@ -346,3 +346,20 @@ def test_n_jobs_rejects_bad_values(value, error, message):
     X = np.random.default_rng(71).normal(size=(50, 2))
     with pytest.raises(error, match=message):
         GaussianMixture(2, n_jobs=value).fit(X)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 40), k=st.integers(1, 8),
+       n_parts=st.integers(1, 3), spread=st.floats(0.05, 5.0))
+def test_pair_activity_matches_brute_force(seed, n, k, n_parts, spread):
+    from fg_influence.kernels import linear_response as lr_kernels
+
+    rng = np.random.default_rng(seed)
+    # Dirichlet rows with small concentration put many products near the threshold.
+    resp = rng.dirichlet(np.full(k, spread), size=n)
+    tol = 1e-4
+    together, ambiguous = lr_kernels.pair_activity(resp, tol, n_parts)
+    products = resp[:, :, None] * resp[:, None, :]
+    above = np.triu(np.ones((k, k), dtype=bool), 1)[None] & (products > tol)
+    assert np.array_equal(together.any(axis=0), above.any(axis=0))
+    assert np.array_equal(ambiguous, above.any(axis=(1, 2)))

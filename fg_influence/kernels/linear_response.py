@@ -365,15 +365,23 @@ def pair_activity(resp, tol, n_parts):
     ambiguous = np.zeros(n, dtype=np.bool_)
     for part in prange(n_parts):
         seen = together[part]
+        active = np.empty(k_count, dtype=np.int64)
+        values = np.empty(k_count)
         for i in range(part * n // n_parts, (part + 1) * n // n_parts):
+            # Gather the categories above tol without branches, then test only their pairs.
+            count = 0
             for k in range(k_count):
                 r_k = resp[i, k]
-                if r_k <= tol:
-                    continue
-                for l in range(k + 1, k_count):
-                    if r_k * resp[i, l] > tol:
-                        seen[k, l] = True
-                        ambiguous[i] = True
+                active[count] = k
+                values[count] = r_k
+                count += r_k > tol
+            found = False
+            for a in range(count):
+                for b in range(a + 1, count):
+                    if values[a] * values[b] > tol:
+                        seen[active[a], active[b]] = True
+                        found = True
+            ambiguous[i] = found
     return together, ambiguous
 
 
