@@ -1,8 +1,10 @@
 """The linear-response correction: accuracy on iris, summaries, errors and the CLI option."""
 
 import dataclasses
+import threading
 import warnings
 
+import numba
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -274,6 +276,31 @@ def test_kl_form_matches_dense_inverse(iris_fit, data):
     assert np.allclose(system.symmetric_response, response, rtol=0.0, atol=1e-12 * scale)
     assert np.allclose(system.kl_form, form, rtol=0.0, atol=1e-12 * scale)
     assert np.array_equal(system.kl_form, system.kl_form.T)
+
+
+def test_division_beside_dense_steps_changes_nothing(iris_fit, monkeypatch):
+    from fg_influence.influence import closed_form
+
+    posterior = iris_fit.posterior_
+    threads = []
+    all_site_kl = closed_form.all_site_kl
+
+    def recording(*args):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return all_site_kl(*args)
+
+    monkeypatch.setattr(closed_form, "all_site_kl", recording)
+    beside = lr.LinearResponseSummaries(posterior)
+    side_by_side = numba.get_num_threads() >= 2 and numba.threading_layer() in ("omp", "tbb")
+    # A threading layer that is not thread-safe makes division run first, on this thread.
+    monkeypatch.setattr(lr.numba, "threading_layer", lambda: "workqueue")
+    in_turn = lr.LinearResponseSummaries(posterior)
+    assert threads[-1]
+    assert threads[0] is not side_by_side
+    assert np.array_equal(beside.kl, in_turn.kl)
+    assert np.array_equal(beside.improper, in_turn.improper)
+    for name, values in beside.kl_by_variable.items():
+        assert np.array_equal(values, in_turn.kl_by_variable[name])
 
 
 def test_well_separated_clusters_keep_no_direction():

@@ -1214,7 +1214,12 @@ def _beside_division(posterior: Posterior, work: Callable):
     """
     from . import closed_form
 
-    if numba.get_num_threads() < 2 or numba.threading_layer() not in ("omp", "tbb"):
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        # No parallel kernel has run yet in this process, so no layer is chosen.
+        layer = None
+    if numba.get_num_threads() < 2 or layer not in ("omp", "tbb"):
         division = closed_form.all_site_kl(posterior)
         return division + (work(),)
 
