@@ -355,7 +355,7 @@ def test_pair_activity_matches_brute_force(seed, n, k, n_parts, spread):
     from fg_influence.kernels import linear_response as lr_kernels
 
     rng = np.random.default_rng(seed)
-    # Dirichlet rows with small concentration put many products near the threshold.
+    # Small Dirichlet concentrations give rows whose products fall on both sides of tol.
     resp = rng.dirichlet(np.full(k, spread), size=n)
     tol = 1e-4
     together, ambiguous = lr_kernels.pair_activity(resp, tol, n_parts)

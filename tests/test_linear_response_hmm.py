@@ -268,14 +268,19 @@ def test_time_step_methods_rejected(epil_model):
 # Command line.
 
 
-def test_cli_linear_response_json(tmp_path, capsys, epil_model):
-    path = tmp_path / "epil.json"
-    code = main(["hmm", EPIL_CSV, "--target", "y", "--sequence", "subject", "--order", "period",
-                 "--method", "linear-response", "--top", "3", "--json", str(path)])
+def run_hmm_json(tmp_path, capsys, args):
+    """Run ``fg-influence hmm`` with --json and return its printed output and the JSON document."""
+    path = tmp_path / "hmm.json"
+    code = main(["hmm", *args, "--json", str(path)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "most influential sequences, by KL(q || q without it), estimated by linear response:" in captured.out
-    document = json.loads(path.read_text())
+    return captured.out, json.loads(path.read_text())
+
+
+def test_cli_linear_response_json(tmp_path, capsys, epil_model):
+    out, document = run_hmm_json(tmp_path, capsys, [EPIL_CSV, "--target", "y", "--sequence", "subject", "--order",
+                                                    "period", "--method", "linear-response", "--top", "3"])
+    assert "most influential sequences, by KL(q || q without it), estimated by linear response:" in out
     assert document["method"] == "linear-response"
     assert document["model"]["tol"] == HiddenMarkovModel().tol
     expected = epil_model.influence(method="linear-response").kl
@@ -284,11 +289,8 @@ def test_cli_linear_response_json(tmp_path, capsys, epil_model):
 
 
 def test_cli_tol_reaches_fit(tmp_path, capsys):
-    path = tmp_path / "epil.json"
-    code = main(["hmm", EPIL_CSV, "--target", "y", "--sequence", "subject", "--order", "period",
-                 "--tol", "1e-12", "--json", str(path)])
-    assert code == 0, capsys.readouterr().err
-    document = json.loads(path.read_text())
+    _, document = run_hmm_json(tmp_path, capsys, [EPIL_CSV, "--target", "y", "--sequence", "subject", "--order",
+                                                  "period", "--tol", "1e-12"])
     assert document["model"]["tol"] == 1e-12
     assert document["method"] == "division"
     # The default tol 1e-9 stops after 19 iterations on this panel.
@@ -296,13 +298,9 @@ def test_cli_tol_reaches_fit(tmp_path, capsys):
 
 
 def test_cli_time_steps_linear_response(tmp_path, capsys, nile_model):
-    path = tmp_path / "nile.json"
-    code = main(["hmm", NILE_CSV, "--target", "value", "--order", "time", "--emission", "gaussian",
-                 "--method", "linear-response", "--top", "3", "--json", str(path)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "The 3 most influential time steps, by KL(q || q without it), estimated by linear response:" in captured.out
-    document = json.loads(path.read_text())
+    out, document = run_hmm_json(tmp_path, capsys, [NILE_CSV, "--target", "value", "--order", "time", "--emission",
+                                                    "gaussian", "--method", "linear-response", "--top", "3"])
+    assert "The 3 most influential time steps, by KL(q || q without it), estimated by linear response:" in out
     assert document["method"] == "linear-response"
     assert document["model"]["sites"] == "time steps"
     expected = nile_model.time_step_influence(method="linear-response").kl
@@ -311,15 +309,12 @@ def test_cli_time_steps_linear_response(tmp_path, capsys, nile_model):
 
 
 def test_cli_time_steps_report_median_error(tmp_path, capsys, nile_model):
-    path = tmp_path / "nile.json"
-    code = main(["hmm", NILE_CSV, "--target", "value", "--order", "time", "--emission", "gaussian",
-                 "--exact", "5", "--json", str(path)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "median relative error" in captured.out
+    out, document = run_hmm_json(tmp_path, capsys, [NILE_CSV, "--target", "value", "--order", "time", "--emission",
+                                                    "gaussian", "--exact", "5"])
+    assert "median relative error" in out
     influence = nile_model.time_step_influence(exact=5)
     estimate = influence.kl[influence.exact_steps]
     expected = np.median(np.abs(estimate - influence.exact_kl) / influence.exact_kl)
-    accuracy = json.loads(path.read_text())["accuracy"]
+    accuracy = document["accuracy"]
     # Both sides refit the same five steps of the same fit to the same tolerance.
     assert accuracy["median_relative_error"] == pytest.approx(expected, rel=1e-6)

@@ -666,12 +666,12 @@ class ResponseSystem:
             # the Fortran-ordered view it fills the lower triangle of the C-ordered result.
             with _one_blas_thread():
                 square = blas.dsyrk(1.0, part.T)
-            whole_form = lr_kernels.kl_form_from_square(part, square.T)
+            group_form = lr_kernels.kl_form_from_square(part, square.T)
             if whole:
-                response, form = part, whole_form
+                response, form = part, group_form
             else:
                 response[np.ix_(index, index)] = part
-                form[np.ix_(index, index)] = whole_form
+                form[np.ix_(index, index)] = group_form
         return response, form
 
     def kl_blocks(self, pairs) -> np.ndarray:
@@ -1053,10 +1053,10 @@ def _assemble_response_system(posterior: Posterior) -> tuple:
         # where one block has them its array is used without a concatenated copy.
         sites = np.arange(resp.shape[0])
         wide = [b.base(sites) for b, width in zip(blocks, probe) if width]
-        if len(wide) == 1:
-            base_values = np.ascontiguousarray(wide[0], dtype=float)
-        else:
-            base_values = np.ascontiguousarray(moments[0](sites), dtype=float)
+        if not wide:
+            wide = [np.zeros((sites.size, 0))]
+        joined = wide[0] if len(wide) == 1 else np.concatenate(wide, axis=1)
+        base_values = np.ascontiguousarray(joined, dtype=float)
     v = assemble_missing_information(
         resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1),
         None if moments is None else moments + (base_values,), activity)
@@ -1064,7 +1064,7 @@ def _assemble_response_system(posterior: Posterior) -> tuple:
 
 
 def _finish_response_system(assembled: tuple, warn: bool) -> ResponseSystem:
-    """Form B from the output of _assemble_response_system, find its groups and extreme eigenvalues, and check them."""
+    """Form B from _assemble_response_system's output, find its groups and extreme eigenvalues, and check them."""
     blocks, local, resp, hessian, chol, v, moments, activity, base_values = assembled
     k_count, q = hessian.shape[:2]
     v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
@@ -1227,12 +1227,11 @@ def _beside_division(posterior: Posterior, work: Callable):
         numba.set_num_threads(1)
         return closed_form.all_site_kl(posterior)
 
+    # If work() raises, leaving the block still waits for division to end.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(division_on_one_thread)
-        try:
-            result = work()
-        finally:
-            division = future.result()
+        result = work()
+        division = future.result()
     return division + (result,)
 
 
@@ -1350,6 +1349,7 @@ class LinearResponseSummaries:
             for sites, f, projected, z in self._chunks():
                 self._add_kl(sites, projected, z)
                 self._check_bounds(sites, f, z)
+        # The eigenbasis route has the split already, so it fills the cached property.
         self.__dict__["kl_by_variable"] = self._clamped(division)
         self.kl = sum(self.kl_by_variable.values())
 
@@ -1446,8 +1446,9 @@ class LinearResponseSummaries:
     def _moment_inputs(self):
         """Prepare the inputs of the moments route, the response's second-order KL through distinct products.
 
-        Every direction is kept. The total added to site i's KL is s_i^T A s_i (ResponseSystem.kl_blocks)
-        with s_i = r_i (x) f_i, that is sum_kl r_ik r_il f_i^T A_kl f_i.
+        Every direction is kept. The total added to site i's KL is s_i^T A s_i
+        (ResponseSystem.kl_blocks) with s_i = r_i (x) f_i, that is
+        sum_kl r_ik r_il f_i^T A_kl f_i.
 
         Each f^T A_kl f is a fixed combination c_kl . m_i of the distinct
         products m_i of the site's base entries (ResponseBlock.monomials),
@@ -1527,7 +1528,7 @@ class LinearResponseSummaries:
         and keeps what the split by variable needs (see kl_by_variable).
         """
         kernel, split, bounds = inputs
-        rows, raw = kernel[2], kernel[1]
+        _, raw, rows = kernel[:3]
         n_sites = rows.size
         total, norms, resp_norms = np.empty(n_sites), np.empty(n_sites), np.empty(n_sites)
         lr_kernels.pair_quadratic_forms(*kernel, total, norms, resp_norms)

@@ -512,7 +512,7 @@ def pair_linear_parts(base, resp, tol, linear, own_slots, own_values, owner, sma
     For site i and output o, e = sum over l with r_il > tol of
     r_il ``linear[l, o]`` . m_i and y = r_ik times the sum of
     ``own_values[o] * m_i[own_slots[o]]``, with k = ``owner[o]`` (0 if
-    r_ik <= tol); ``small[i, small_of[o]]`` sums y e + e^2 / 2. Only the
+    r_ik <= tol). ``small[i, small_of[o]]`` sums y e + e^2 / 2. Only the
     first L = ``linear.shape[2]`` products m_i enter, and ``runs`` fills
     the first ``n_products`` >= L of them (see _fill_products).
     """
