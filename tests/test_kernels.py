@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scipy.special import gammaln, logsumexp, multigammaln, psi
 from scipy.stats import multivariate_t
 
+from fg_influence.families import Dirichlet
 from fg_influence.families._linalg import multivariate_digamma, multivariate_polygamma
 from fg_influence.kernels import loo as loo_kernels
 from fg_influence.kernels import mixture as mixture_kernels
@@ -211,13 +212,57 @@ def test_dirichlet_kl_matches_scipy():
     _, resp, *_, alpha = random_problem(rng, 200, 2, 4)
     expected_log = psi(alpha) - psi(alpha.sum())
     improper = np.zeros(200, dtype=bool)
-    value = loo_kernels.dirichlet_downdate_kl(alpha, resp, expected_log, improper)
+    value = loo_kernels.dirichlet_downdate_kl(alpha, resp, *Dirichlet(alpha).polygammas(), improper)
     new = alpha - resp
     expected = (gammaln(alpha.sum()) - gammaln(new.sum(axis=1)) - gammaln(alpha).sum()
                 + gammaln(new).sum(axis=1) + resp @ expected_log)
     assert not improper.any()
     # Cancellation of lgamma(sum alpha) ~ N ln N terms sets the absolute scale.
     np.testing.assert_allclose(value, expected, rtol=1e-9, atol=1e-13 * gammaln(alpha.sum()))
+
+
+def dirichlet_kl_closed_form_50_digits(alpha, r):
+    """Evaluate KL(Dir(alpha) || Dir(alpha - r)) with 50 significant digits."""
+    with mpmath.workdps(50):
+        alpha = [mpmath.mpf(float(a)) for a in alpha]
+        r = [mpmath.mpf(float(v)) for v in r]
+        total, removed = sum(alpha), sum(r)
+        value = mpmath.loggamma(total) - mpmath.loggamma(total - removed)
+        for a, v in zip(alpha, r):
+            value += mpmath.loggamma(a - v) - mpmath.loggamma(a) + v * (mpmath.digamma(a) - mpmath.digamma(total))
+        return float(value)
+
+
+@settings(max_examples=80, deadline=None)
+@given(alpha=st.lists(st.floats(1e-3, 1e6), min_size=2, max_size=5),
+       log_weights=st.lists(st.floats(-9.5, 0.0), min_size=2, max_size=5))
+def test_dirichlet_kl_series_accuracy(alpha, log_weights):
+    # Weights below LGAMMA_SERIES_RATIO alpha take the Taylor series of
+    # their component's term, others the closed form, and so does the total;
+    # the reference is the closed form with 50 digits.
+    size = min(len(alpha), len(log_weights))
+    alpha = np.array(alpha[:size])
+    r = np.minimum(10.0 ** np.array(log_weights[:size]), 0.5 * alpha)
+    improper = np.zeros(1, dtype=bool)
+    value = loo_kernels.dirichlet_downdate_kl(alpha, r[None, :], *Dirichlet(alpha).polygammas(), improper)[0]
+    expected = dirichlet_kl_closed_form_50_digits(alpha, r)
+    assert not improper[0]
+    # A closed-form lgamma difference in float64 carries an absolute rounding
+    # error of about 1e-16 |ln Gamma(a)|, and the series a relative error
+    # below 1e-12 (see LGAMMA_SERIES_RATIO); the tolerance covers both, with room.
+    rounding = 1e-14 * (np.abs(gammaln(alpha)).sum() + abs(gammaln(alpha.sum())) + 1.0)
+    assert value == pytest.approx(expected, rel=1e-10, abs=rounding)
+
+
+def test_dirichlet_kl_series_beats_rounding_of_the_closed_form():
+    # Large concentrations: each term is about r^2 / (2 alpha), far below the
+    # rounding of ln Gamma(alpha) differences, and the series keeps it.
+    alpha = np.array([2.0e4, 3.0e4, 5.0e4])
+    r = np.array([0.7, 0.2999, 1e-4])
+    improper = np.zeros(1, dtype=bool)
+    value = loo_kernels.dirichlet_downdate_kl(alpha, r[None, :], *Dirichlet(alpha).polygammas(), improper)[0]
+    # Relative error of the fifth-order series at r / alpha <= 3.5e-5, with room.
+    assert value == pytest.approx(dirichlet_kl_closed_form_50_digits(alpha, r), rel=1e-12)
 
 
 @pytest.mark.parametrize("dim, tiny", [(1, False), (2, False), (4, False), (3, True)])
@@ -289,7 +334,7 @@ def _all_kernel_outputs(rng):
         "normalize_log_resp": mixture_kernels.normalize_log_resp(np.log(resp))[0],
         "nw_kl": loo_kernels.normal_wishart_downdate_kl(q, resp, beta, dof, *digamma_and_derivatives(dof, dim),
                                                  float(dim), improper),
-        "dirichlet_kl": loo_kernels.dirichlet_downdate_kl(alpha, resp, psi(alpha) - psi(alpha.sum()), improper),
+        "dirichlet_kl": loo_kernels.dirichlet_downdate_kl(alpha, resp, *Dirichlet(alpha).polygammas(), improper),
         "log_predictive": loo_kernels.mixture_loo_log_predictive(q, resp, beta, dof, logdet, alpha, float(dim),
                                                                  improper),
         "mean_shift_norm": loo_kernels.mean_shift_norm(q, resp, beta, dof),

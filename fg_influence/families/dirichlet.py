@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import gammaln, psi
+from scipy.special import gammaln, polygamma, psi
 
 from .._validation import as_float_array, check_positive
 from .base import ExponentialFamily
@@ -51,6 +51,19 @@ class Dirichlet(ExponentialFamily):
     def expected_log(self) -> np.ndarray:
         """E[ln pi_k], shape (..., K)."""
         return self.expected_stats()[0]
+
+    def polygammas(self, order: int = 4) -> tuple[np.ndarray, np.ndarray]:
+        """Return psi^(n) at each alpha_k, shape (order + 1, K), and at sum alpha, shape (order + 1,).
+
+        Rows are n = 0..order (psi^(0) = psi), for one Dirichlet. These are
+        the per-posterior inputs of kernels.loo.dirichlet_downdate_kl.
+        """
+        alpha = self.concentration
+        if alpha.ndim != 1:
+            raise ValueError(f"polygammas needs one Dirichlet (concentration of shape (K,)), got shape {alpha.shape}")
+        orders = np.arange(order + 1)[:, None]
+        total = np.array([alpha.sum()])
+        return polygamma(orders, alpha[None, :]), polygamma(orders, total[None, :])[:, 0]
 
     def mean(self) -> np.ndarray:
         return self.concentration / self.concentration.sum(axis=-1, keepdims=True)

@@ -118,7 +118,7 @@ class CategoricalFactor(Factor):
     def loo_kl(self, target, state, improper):
         fitted = state.globals[self.weights]
         resp = np.ascontiguousarray(state.locals[self.assignment])
-        return loo_kernels.dirichlet_downdate_kl(fitted.concentration, resp, fitted.expected_log(), improper)
+        return loo_kernels.dirichlet_downdate_kl(fitted.concentration, resp, *fitted.polygammas(), improper)
 
     def loo_shifts(self, state):
         return {

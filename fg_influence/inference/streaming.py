@@ -269,7 +269,7 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
     digamma = multivariate_digamma(0.5 * components.dof, dim)
     trigamma = multivariate_polygamma(1, 0.5 * components.dof, dim)
     tetragamma = multivariate_polygamma(2, 0.5 * components.dof, dim)
-    expected_log = weights.expected_log()
+    weight_polygammas = weights.polygammas()
     logdet_scale = components.wishart.logdet_scale()
     start = 0
     for block in iter_chunks(data, chunk_size):
@@ -281,7 +281,7 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
             kl = loo_kernels.normal_wishart_downdate_kl(
                 q, resp, components.beta, components.dof, digamma, trigamma, tetragamma, float(dim),
                 improper)
-            kl += loo_kernels.dirichlet_downdate_kl(weights.concentration, resp, expected_log, improper)
+            kl += loo_kernels.dirichlet_downdate_kl(weights.concentration, resp, *weight_polygammas, improper)
             log_predictive = loo_kernels.mixture_loo_log_predictive(
                 q, resp, components.beta, components.dof, logdet_scale, weights.concentration, float(dim),
                 improper.copy())
