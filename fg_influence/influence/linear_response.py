@@ -851,7 +851,7 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
             base = np.ascontiguousarray(moments[0](ambiguous), dtype=float)
             sites, rows = resp[ambiguous], np.arange(ambiguous.size)
         parts = lr_kernels.pair_moment_sums(base, sites, rows, RESP_TOL, pair_of, len(pairs), table.runs,
-                                            table.n_moments, _n_parts())
+                                            table.n_moments, _n_parts(), table.block_rows)
         sums = parts.sum(axis=0)
         v = np.zeros((k_count, q, k_count, q))
         for index, (k, l) in enumerate(pairs):
@@ -883,6 +883,9 @@ def _n_parts() -> int:
 
 #: Floats per chunk of monomial products; bounds the memory of the moment routes.
 MOMENT_CHUNK_FLOATS = 1 << 22
+
+#: Floats of products each thread of pair_moment_sums keeps (512 KiB, within a core's L2 cache).
+BLOCK_FLOATS = 1 << 16
 
 
 class _MomentTable:
@@ -946,6 +949,11 @@ class _MomentTable:
             else:
                 runs.append((s, int(self.parents[s]), 1, int(self.lasts[s])))
         return np.array(runs, dtype=np.int64).reshape(-1, 4)
+
+    @property
+    def block_rows(self) -> int:
+        """Sites whose products pair_moment_sums keeps at once: up to 64, within BLOCK_FLOATS floats, at least 4."""
+        return max(4, min(64, BLOCK_FLOATS // self.n_moments))
 
     @property
     def chunk_rows(self) -> int:
@@ -1067,10 +1075,18 @@ def _finish_response_system(assembled: tuple, warn: bool) -> ResponseSystem:
     """Form B from _assemble_response_system's output, find its groups and extreme eigenvalues, and check them."""
     blocks, local, resp, hessian, chol, v, moments, activity, base_values = assembled
     k_count, q = hessian.shape[:2]
-    v_blocks = v.reshape(k_count, q, k_count, q).transpose(0, 2, 1, 3)
-    b_blocks = np.matmul(np.swapaxes(chol, 1, 2)[:, None], np.matmul(v_blocks, chol[None]))
-    b_sym = b_blocks.transpose(0, 2, 1, 3).reshape(k_count * q, k_count * q)
-    b_sym = 0.5 * (b_sym + b_sym.T)
+    # Only blocks k <= l are multiplied out; block (l, k) is the transpose of
+    # block (k, l), so B comes out exactly symmetric once the diagonal blocks are.
+    upper_k, upper_l = np.triu_indices(k_count)
+    v_upper = v.reshape(k_count, q, k_count, q)[upper_k, :, upper_l, :]
+    b_upper = np.matmul(np.swapaxes(chol, 1, 2)[upper_k], np.matmul(v_upper, chol[upper_l]))
+    b_blocks = np.empty((k_count, q, k_count, q))
+    b_blocks[upper_k, :, upper_l, :] = b_upper
+    b_blocks[upper_l, :, upper_k, :] = np.swapaxes(b_upper, 1, 2)
+    diagonal = np.arange(k_count)
+    within = b_blocks[diagonal, :, diagonal, :]
+    b_blocks[diagonal, :, diagonal, :] = 0.5 * (within + np.swapaxes(within, 1, 2))
+    b_sym = b_blocks.reshape(k_count * q, k_count * q)
 
     groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
     condition = check_conditioning(largest, smallest, warn)
