@@ -408,3 +408,34 @@ def test_pair_activity_matches_brute_force(seed, n, k, n_parts, spread):
     above = np.triu(np.ones((k, k), dtype=bool), 1)[None] & (products > tol)
     assert np.array_equal(together.any(axis=0), above.any(axis=0))
     assert np.array_equal(ambiguous, above.any(axis=(1, 2)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 150), k=st.integers(1, 6),
+       n_parts=st.integers(1, 3), block=st.integers(4, 64), spread=st.floats(0.05, 5.0))
+def test_pair_moment_sums_match_brute_force(seed, n, k, n_parts, block, spread):
+    from fg_influence.influence.linear_response import _moment_table
+    from fg_influence.kernels import linear_response as lr_kernels
+
+    rng = np.random.default_rng(seed)
+    resp = rng.dirichlet(np.full(k, spread), size=n)
+    base = rng.normal(size=(n, 2))
+    # Features 1, x_0, x_1 and x_0 x_1: their pairwise products are monomials of degree up to 4.
+    table = _moment_table(((), (0,), (1,), (0, 1)))
+    tol = 1e-4
+    upper = np.triu_indices(k, 1)
+    pair_of = np.full((k, k), -1, dtype=np.int64)
+    pair_of[upper] = np.arange(upper[0].size)
+    rows = rng.permutation(n)
+    sums, together, ambiguous = lr_kernels.pair_moment_sums(
+        base, resp, rows, tol, pair_of, upper[0].size, table.runs, table.n_moments, n_parts, block)
+    products = table.products(base)
+    weights = resp[:, upper[0]] * resp[:, upper[1]]
+    weights = np.where(weights > tol, weights, 0.0)
+    # Sums of a few hundred terms of size up to 1e2, in another order: 1e-12 relative covers the rounding.
+    np.testing.assert_allclose(sums.sum(axis=0), weights.T @ products, rtol=1e-12, atol=1e-12)
+    entered = weights > 0.0
+    expected_together = np.zeros((k, k), dtype=bool)
+    expected_together[upper] = entered.any(axis=0)
+    assert np.array_equal(together.any(axis=0), expected_together)
+    assert np.array_equal(ambiguous, entered[rows].any(axis=1))

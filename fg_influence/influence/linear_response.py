@@ -834,46 +834,75 @@ def assemble_missing_information(resp: np.ndarray, features: Callable, moments=N
     below Q^2. There ``moments`` may carry a third entry, the base entries
     of every site as one array.
     """
+    return _missing_information(resp, features, moments, activity)[0]
+
+
+def _missing_information(resp, features, moments, activity):
+    """Return assemble_missing_information's V and pair_activity(resp).
+
+    With the base entries of every site at hand (``moments`` of length 3)
+    and ``activity`` None, the pass that sums the pairs also finds the
+    active pairs and sites, and pair_activity's own pass is not needed.
+    """
     n_sites, k_count = resp.shape
     resp = np.ascontiguousarray(resp, dtype=float)
-    together, ambiguous = pair_activity(resp) if activity is None else activity
-    pairs = [(int(k), int(l)) for k, l in zip(*np.nonzero(together))]
-    ambiguous = np.flatnonzero(ambiguous)
     table = moments[1] if moments is not None else None
     if table is not None and table.fast and table.n_moments < table.size ** 2:
         q = table.size
-        pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
-        for index, (k, l) in enumerate(pairs):
-            pair_of[k, l] = index
-        if len(moments) > 2:
-            base, sites, rows = moments[2], resp, ambiguous
+        if activity is None and len(moments) > 2:
+            # Every pair k < l gets a sum; the kernel marks those that get a term.
+            every_pair = list(zip(*np.triu_indices(k_count, 1)))
+            pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
+            pair_of[np.triu_indices(k_count, 1)] = np.arange(len(every_pair))
+            parts, together, ambiguous = lr_kernels.pair_moment_sums(
+                moments[2], resp, np.arange(n_sites), RESP_TOL, pair_of, len(every_pair), table.runs,
+                table.n_moments, _n_parts(), table.block_rows)
+            activity = (together.any(axis=0), ambiguous)
+            pairs = [(int(k), int(l)) for k, l in every_pair]
         else:
-            base = np.ascontiguousarray(moments[0](ambiguous), dtype=float)
-            sites, rows = resp[ambiguous], np.arange(ambiguous.size)
-        parts = lr_kernels.pair_moment_sums(base, sites, rows, RESP_TOL, pair_of, len(pairs), table.runs,
-                                            table.n_moments, _n_parts(), table.block_rows)
+            activity = pair_activity(resp) if activity is None else activity
+            pairs = [(int(k), int(l)) for k, l in zip(*np.nonzero(activity[0]))]
+            pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
+            for index, (k, l) in enumerate(pairs):
+                pair_of[k, l] = index
+            rows = np.flatnonzero(activity[1])
+            if len(moments) > 2:
+                base, sites = moments[2], resp
+            else:
+                base = np.ascontiguousarray(moments[0](rows), dtype=float)
+                sites, rows = resp[rows], np.arange(rows.size)
+            parts = lr_kernels.pair_moment_sums(base, sites, rows, RESP_TOL, pair_of, len(pairs), table.runs,
+                                                table.n_moments, _n_parts(), table.block_rows)[0]
         sums = parts.sum(axis=0)
         v = np.zeros((k_count, q, k_count, q))
         for index, (k, l) in enumerate(pairs):
+            if not activity[0][k, l]:
+                continue
             block = -sums[index][table.lookup]
             v[k, :, l, :] = block
             v[l, :, k, :] = block.T
-    else:
-        f = features(ambiguous)
-        r = resp[ambiguous]
-        q = f.shape[1]
-        v = np.zeros((k_count, q, k_count, q))
-        with _one_blas_thread():
-            for k, l in pairs:
-                weights = r[:, k] * r[:, l]
-                rows = np.flatnonzero(weights > RESP_TOL)
-                block = -(f[rows].T @ (f[rows] * weights[rows, None]))
-                v[k, :, l, :] = block
-                v[l, :, k, :] = block.T
+        for k in range(k_count):
+            v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
+        # ``lookup`` is symmetric, so every block, and V, is exactly symmetric.
+        return v.reshape(k_count * q, k_count * q), activity
+    together, ambiguous = pair_activity(resp) if activity is None else activity
+    pairs = [(int(k), int(l)) for k, l in zip(*np.nonzero(together))]
+    ambiguous = np.flatnonzero(ambiguous)
+    f = features(ambiguous)
+    r = resp[ambiguous]
+    q = f.shape[1]
+    v = np.zeros((k_count, q, k_count, q))
+    with _one_blas_thread():
+        for k, l in pairs:
+            weights = r[:, k] * r[:, l]
+            rows = np.flatnonzero(weights > RESP_TOL)
+            block = -(f[rows].T @ (f[rows] * weights[rows, None]))
+            v[k, :, l, :] = block
+            v[l, :, k, :] = block.T
     for k in range(k_count):
         v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
     v = v.reshape(k_count * q, k_count * q)
-    return 0.5 * (v + v.T)
+    return 0.5 * (v + v.T), (together, ambiguous)
 
 
 def _n_parts() -> int:
@@ -1054,7 +1083,6 @@ def _assemble_response_system(posterior: Posterior) -> tuple:
         table = _moment_table(tuple(monomials))
         if table.fast:
             moments = (lambda sites: np.concatenate([b.base(sites) for b in blocks], axis=1), table)
-    activity = pair_activity(resp)
     base_values = None
     if moments is not None:
         # Blocks without base entries (the mixing weights) add no columns, so
@@ -1065,9 +1093,9 @@ def _assemble_response_system(posterior: Posterior) -> tuple:
             wide = [np.zeros((sites.size, 0))]
         joined = wide[0] if len(wide) == 1 else np.concatenate(wide, axis=1)
         base_values = np.ascontiguousarray(joined, dtype=float)
-    v = assemble_missing_information(
+    v, activity = _missing_information(
         resp, lambda sites: np.concatenate([b.features(sites) for b in blocks], axis=1),
-        None if moments is None else moments + (base_values,), activity)
+        None if moments is None else moments + (base_values,), None)
     return blocks, local, resp, hessian, chol, v, moments, activity, base_values
 
 

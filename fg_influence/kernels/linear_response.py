@@ -403,7 +403,7 @@ def _add_scaled(target, a, wa, length):
 
 @njit(cache=True, parallel=True, fastmath=_VECTORISE)
 def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials, n_parts, block):
-    """Sums of r_ik r_il m_i over the sites i in ``rows``, one per pair k < l, in parts; shape (n_parts, P, S).
+    """Sums of r_ik r_il m_i over the sites i in ``rows``, one per pair k < l, in parts.
 
     Row i of ``base`` and of ``resp`` belong to site i. m_i contains the
     n_monomials distinct products of row i of ``base``, built from ``runs``
@@ -412,6 +412,10 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
     index. The sites are split into ``n_parts`` runs summed separately, one
     per thread; the caller adds the parts.
 
+    Returns ``(sums, together, ambiguous)``: the sums, shape (n_parts, P, S);
+    for each part a (K, K) boolean array set at [k, l] where a pair entered;
+    and, for the j-th site in ``rows``, whether some pair of it entered.
+
     Each thread takes its sites ``block`` at a time: it keeps their products,
     sorts their (site, pair) terms by pair, and adds four terms of a pair to
     its sum in one sweep. The sweep over a pair's sum, a load and a store per
@@ -419,8 +423,11 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
     """
     n, k_count = rows.shape[0], resp.shape[1]
     out = np.zeros((n_parts, n_pairs, n_monomials))
+    together = np.zeros((n_parts, k_count, k_count), dtype=np.bool_)
+    ambiguous = np.zeros(n, dtype=np.bool_)
     max_terms = block * k_count * (k_count - 1) // 2
     for part in prange(n_parts):
+        seen = together[part]
         products = np.empty((block, n_monomials))
         term_row = np.empty(max_terms, dtype=np.int64)
         term_pair = np.empty(max_terms, dtype=np.int64)
@@ -449,6 +456,8 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
                             _fill_products(products[kept], base, i, runs)
                             filled = True
                             kept += 1
+                            ambiguous[j] = True
+                        seen[k, l] = True
                         term_row[count] = kept - 1
                         term_pair[count] = p
                         term_weight[count] = weight
@@ -477,7 +486,7 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
                 while t < ends[p]:
                     _add_scaled(target, products[sorted_row[t]], sorted_weight[t], n_monomials)
                     t += 1
-    return out
+    return out, together, ambiguous
 
 
 @njit(cache=True, fastmath=_VECTORISE)
