@@ -301,6 +301,13 @@ def test_division_beside_dense_steps_changes_nothing(iris_fit, monkeypatch):
     assert np.array_equal(beside.improper, in_turn.improper)
     for name, values in beside.kl_by_variable.items():
         assert np.array_equal(values, in_turn.kl_by_variable[name])
+    # B's eigenvalues come from division's thread when it is free, and from
+    # build_response_system in one go; all three agree to the bit.
+    whole = lr.build_response_system(posterior)
+    for summaries in (beside, in_turn):
+        assert summaries.system.largest_eigenvalue == whole.largest_eigenvalue
+        assert summaries.system.condition_number == whole.condition_number
+    assert 0.0 < whole.largest_eigenvalue < 1.0
 
 
 def test_well_separated_clusters_keep_no_direction():

@@ -558,6 +558,17 @@ class ResponseSystem:
     def n_categories(self) -> int:
         return self.resp.shape[1]
 
+    def extreme_eigenvalues(self) -> tuple[float, float]:
+        """Return J's largest eigenvalue and a lower bound on its smallest (see _extreme_eigenvalues)."""
+        if "_coupled" not in self.__dict__:
+            self.__dict__["_coupled"] = _coupled_groups(self.symmetric, self.n_categories, self.block_size)[1]
+        return _extreme_eigenvalues(self.symmetric, self._coupled)
+
+    def check_eigenvalues(self, largest: float, smallest: float, warn: bool) -> None:
+        """Set largest_eigenvalue and condition_number, raising or warning as check_conditioning does."""
+        self.condition_number = check_conditioning(largest, smallest, warn)
+        self.largest_eigenvalue = largest
+
     @property
     def block_size(self) -> int:
         return self.hessian.shape[1]
@@ -656,9 +667,14 @@ class ResponseSystem:
                 if info == 0:
                     inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
             if info != 0:
+                # The eigenvalues may not be known yet (see LinearResponseSummaries).
+                largest = self.largest_eigenvalue
+                if not np.isfinite(largest):
+                    largest, smallest = self.extreme_eigenvalues()
+                    check_conditioning(largest, smallest, warn=False)
                 raise SingularResponseError(
                     f"I - J is not positive definite (largest eigenvalue of J "
-                    f"{self.largest_eigenvalue:.6g}), so the linear-response correction is undefined. "
+                    f"{largest:.6g}), so the linear-response correction is undefined. "
                     f"{MIXTURE_ADVICE['singular']}"
                 )
             part = lr_kernels.response_from_inverse(inverse.T)
@@ -1099,8 +1115,13 @@ def _assemble_response_system(posterior: Posterior) -> tuple:
     return blocks, local, resp, hessian, chol, v, moments, activity, base_values
 
 
-def _finish_response_system(assembled: tuple, warn: bool) -> ResponseSystem:
-    """Form B from _assemble_response_system's output, find its groups and extreme eigenvalues, and check them."""
+def _finish_response_system(assembled: tuple, warn: bool, eigenvalues: bool = True) -> ResponseSystem:
+    """Form B from _assemble_response_system's output, find its groups and extreme eigenvalues, and check them.
+
+    With ``eigenvalues`` False, the eigenvalues and their check are left to
+    the caller (ResponseSystem.extreme_eigenvalues and check_eigenvalues),
+    and largest_eigenvalue and condition_number stay NaN until then.
+    """
     blocks, local, resp, hessian, chol, v, moments, activity, base_values = assembled
     k_count, q = hessian.shape[:2]
     # Only blocks k <= l are multiplied out; block (l, k) is the transpose of
@@ -1116,11 +1137,12 @@ def _finish_response_system(assembled: tuple, warn: bool) -> ResponseSystem:
     b_blocks[diagonal, :, diagonal, :] = 0.5 * (within + np.swapaxes(within, 1, 2))
     b_sym = b_blocks.reshape(k_count * q, k_count * q)
 
-    groups, largest, smallest = _coupled_groups(b_sym, k_count, q)
-    condition = check_conditioning(largest, smallest, warn)
-    system = ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, largest, condition, groups, moments)
+    groups, coupled = _coupled_groups(b_sym, k_count, q)
+    system = ResponseSystem(blocks, local, resp, hessian, chol, v, b_sym, np.nan, np.nan, groups, moments)
     # The all-site pass reads these again, so keep what was computed above.
-    system.__dict__.update(pair_activity=activity, base_values=base_values)
+    system.__dict__.update(pair_activity=activity, base_values=base_values, _coupled=coupled)
+    if eigenvalues:
+        system.check_eigenvalues(*system.extreme_eigenvalues(), warn)
     return system
 
 
@@ -1129,27 +1151,42 @@ DENSE_EIGENVALUES_UP_TO = 256
 
 
 def _coupled_groups(b_sym: np.ndarray, k_count: int, q: int):
-    """Find the groups of coordinates that matter in the all-site pass, and B's extreme eigenvalues.
+    """Find the groups of coordinates that matter in the all-site pass, and those that bound B's spectrum.
 
     Categories that share no ambiguous site have no coupling block in B,
     so B is block-diagonal over the connected groups of the coupling graph.
     A group whose trace is at most RANK_TOL / (1 + RANK_TOL) has every gain
-    at most RANK_TOL and is left out. Returns ``(groups, largest,
-    smallest)``: the positions of each remaining group, and B's largest
-    eigenvalue and a lower bound on its smallest (0 unless every coupled
-    group was small enough for the dense solver).
+    at most RANK_TOL and is left out. Returns ``(groups, coupled)``: the
+    positions of each remaining group, and ``(positions, uncoupled)`` for
+    _extreme_eigenvalues, with the positions of every group that has a
+    coupling block and whether some category has none (B is 0 there).
     """
     blocks = b_sym.reshape(k_count, q, k_count, q)
     coupling = np.abs(blocks).max(axis=(1, 3)) > 0.0
     n_groups, labels = csgraph.connected_components(coupling, directed=False)
-    groups = []
-    largest, smallest = 0.0, np.inf
+    groups, positions, uncoupled = [], [], False
     for group in range(n_groups):
         members = np.flatnonzero(labels == group)
         if not coupling[members][:, members].any():
-            smallest = min(smallest, 0.0)
+            uncoupled = True
             continue
         index = (members[:, None] * q + np.arange(q)[None, :]).reshape(-1)
+        positions.append(index)
+        # B[index, index] is the group's diagonal.
+        if b_sym[index, index].sum() > RANK_TOL / (1.0 + RANK_TOL):
+            groups.append(index)
+    return groups, (positions, uncoupled)
+
+
+def _extreme_eigenvalues(b_sym: np.ndarray, coupled) -> tuple[float, float]:
+    """Return B's largest eigenvalue and a lower bound on its smallest, from _coupled_groups' ``coupled``.
+
+    The bound is the smallest eigenvalue itself when every coupled group is
+    small enough for the dense solver, else 0.
+    """
+    positions, uncoupled = coupled
+    largest, smallest = 0.0, (0.0 if uncoupled else np.inf)
+    for index in positions:
         whole = index.size == b_sym.shape[0]
         sub = b_sym if whole else b_sym[np.ix_(index, index)]
         if index.size <= DENSE_EIGENVALUES_UP_TO:
@@ -1157,9 +1194,7 @@ def _coupled_groups(b_sym: np.ndarray, k_count: int, q: int):
             largest, smallest = max(largest, float(values[-1])), min(smallest, float(values[0]))
         else:
             largest, smallest = max(largest, _largest_eigenvalue(sub)), min(smallest, 0.0)
-        if np.trace(sub) > RANK_TOL / (1.0 + RANK_TOL):
-            groups.append(index)
-    return groups, largest, (0.0 if not np.isfinite(smallest) else smallest)
+    return largest, (0.0 if not np.isfinite(smallest) else smallest)
 
 
 def _largest_eigenvalue(matrix: np.ndarray) -> float:
@@ -1247,14 +1282,15 @@ def check_conditioning(largest: float, smallest: float, warn: bool, advice: dict
 # All-site summaries.
 
 
-def _beside_division(posterior: Posterior, work: Callable):
-    """Return division's ``(kl_by_variable, improper)`` and ``work()``, run side by side where that is safe.
+def _beside_division(posterior: Posterior, work: Callable, after: Callable):
+    """Return division's ``(kl_by_variable, improper)``, ``after()`` and ``work()``, side by side where safe.
 
     ``work`` runs here on one BLAS thread (the factorisation of I - B and
     other small dense steps), so a second core would idle. Division's KL
-    then runs on that core, in a second thread with one Numba thread. This
-    needs a thread-safe Numba threading layer (OpenMP or TBB) and at least
-    two Numba threads; otherwise the two run one after the other.
+    then runs on that core, in a second thread with one Numba thread, and
+    ``after`` runs there when it ends. This needs a thread-safe Numba
+    threading layer (OpenMP or TBB) and at least two Numba threads;
+    otherwise the three run one after the other, ``work`` before ``after``.
     """
     from . import closed_form
 
@@ -1265,11 +1301,12 @@ def _beside_division(posterior: Posterior, work: Callable):
         layer = None
     if numba.get_num_threads() < 2 or layer not in ("omp", "tbb"):
         division = closed_form.all_site_kl(posterior)
-        return division + (work(),)
+        result = work()
+        return division + (after(), result)
 
     def division_on_one_thread():
         numba.set_num_threads(1)
-        return closed_form.all_site_kl(posterior)
+        return closed_form.all_site_kl(posterior) + (after(),)
 
     # If work() raises, leaving the block still waits for division to end.
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
@@ -1369,19 +1406,31 @@ class LinearResponseSummaries:
         self.kl_route = kl_route
         self._split = None
 
+        # B is handed over to the thread that takes B's extreme eigenvalues
+        # once division's KL is done; a failure to form B is handed over too,
+        # so that thread never waits in vain.
+        handover = concurrent.futures.Future()
+
         def finish():
-            self.system = system = _finish_response_system(assembled, warn)
+            try:
+                self.system = system = _finish_response_system(assembled, warn, eigenvalues=False)
+            except BaseException as error:
+                handover.set_exception(error)
+                raise
+            handover.set_result(system)
             self._slices = system.block_slices()
             self._largest = max(system.blocks, key=lambda b: b.size).variable
             if system.groups and kl_route == "moments":
                 return self._moment_inputs()
             return None
 
-        # B, its eigenvalues and the inputs of the KL pass take dense steps on
-        # one BLAS thread, beside division.
-        division, self.improper, inputs = _beside_division(posterior, finish)
+        # B and the inputs of the KL pass take dense steps on one BLAS
+        # thread, beside division and then B's extreme eigenvalues.
+        division, self.improper, extremes, inputs = _beside_division(
+            posterior, finish, lambda: handover.result().extreme_eigenvalues())
         self._division_kl = division
         system = self.system
+        system.check_eigenvalues(*extremes, warn)
         if inputs is not None:
             added = self._add_kl_from_moments(inputs)
             kl = sum(division.values()) + added
