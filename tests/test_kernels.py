@@ -6,7 +6,7 @@ import mpmath
 import numba
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.special import gammaln, logsumexp, multigammaln, psi
 from scipy.stats import multivariate_t
@@ -44,10 +44,9 @@ def reference_quadratic_forms(X, means, scale):
 
 
 def digamma_and_derivatives(dof, dim):
-    """Return psi_D(nu / 2) and its first two derivatives, as normal_wishart_downdate_kl takes them."""
+    """Return psi_D(nu / 2) and its first four derivatives, as normal_wishart_downdate_kl takes them."""
     half = 0.5 * np.asarray(dof, dtype=float)
-    return (multivariate_digamma(half, dim), multivariate_polygamma(1, half, dim),
-            multivariate_polygamma(2, half, dim))
+    return (np.stack([multivariate_digamma(half, dim)] + [multivariate_polygamma(n, half, dim) for n in range(1, 5)]),)
 
 
 def nw_kl_closed_form_50_digits(r, q, beta, dof, dim):
@@ -191,6 +190,34 @@ def test_normal_wishart_kl_series_accuracy(dim, beta, extra_dof, q, log_weight):
     # The series' relative error is about (r (1 + q))^2 / 2, at most 5e-9 at
     # the cut-off 1e-4 (measured up to 0.5 (r (1 + q))^2 in 50-digit checks).
     assert value == pytest.approx(expected, rel=1e-8)
+
+
+@settings(max_examples=80, deadline=None)
+@given(dim=st.integers(1, 6), beta=st.floats(2.0, 1e4), extra_dof=st.floats(0.5, 1e6),
+       log_weight=st.floats(-3.5, 0.0), shrink=st.floats(0.0, 0.9))
+# Just inside the lgamma step's series (r / 2 = 0.45 against 1e-3 (nu - D + 1) / 2
+# = 0.5), where the KL is large enough that a wrong term would show.
+@example(dim=3, beta=50.0, extra_dof=1000.0, log_weight=float(np.log10(0.9)), shrink=0.3)
+@example(dim=1, beta=20.0, extra_dof=1000.0, log_weight=float(np.log10(0.9)), shrink=0.0)
+def test_normal_wishart_kl_closed_form_accuracy(dim, beta, extra_dof, log_weight, shrink):
+    # Weights r (1 + q) above SERIES_WEIGHT take the closed form, whose
+    # multivariate lgamma step comes from its own series where r / 2 is below
+    # LGAMMA_SERIES_RATIO (nu - D + 1) / 2 (large extra_dof) and from lgamma
+    # otherwise. The reference is the closed form with 50 digits.
+    dof = dim - 1.0 + extra_dof
+    r = min(10.0 ** log_weight, 0.5 * extra_dof)  # nu - r > D - 1 keeps the divided Wishart proper
+    c = beta * r / (beta - r)
+    q = shrink / c  # c q = shrink < 1 keeps the divided scale positive definite
+    improper = np.zeros(1, dtype=bool)
+    value = loo_kernels.normal_wishart_downdate_kl(
+        np.array([[q]]), np.array([[r]]), np.array([beta]), np.array([dof]),
+        *digamma_and_derivatives(np.array([dof]), dim), float(dim), improper)[0]
+    expected = nw_kl_closed_form_50_digits(r, q, beta, dof, dim)
+    assert not improper[0]
+    # The closed form adds terms of size up to about nu (1 + c q) and
+    # |ln Gamma_D(nu / 2)| that cancel; float64 keeps about 1e-16 of them.
+    scale = dof * (1.0 + shrink) + dim * abs(gammaln(0.5 * dof)) + dim
+    assert value == pytest.approx(expected, rel=1e-9, abs=1e-14 * scale)
 
 
 def test_normal_wishart_kl_flags_improper_sites():

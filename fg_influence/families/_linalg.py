@@ -46,6 +46,11 @@ def multivariate_polygamma(order: int, a: np.ndarray, dim: int) -> np.ndarray:
     return polygamma(order, a[..., None] + offsets).sum(axis=-1)
 
 
+def multivariate_polygammas(a: np.ndarray, dim: int, max_order: int = 4) -> np.ndarray:
+    """Return psi_D^(n)(a) for n = 0..max_order (psi_D^(0) = psi_D), shape (max_order + 1,) + a.shape."""
+    return np.stack([multivariate_polygamma(order, a, dim) for order in range(max_order + 1)])
+
+
 def multivariate_gammaln(a: np.ndarray, dim: int) -> np.ndarray:
     """ln Gamma_D(a) = D (D - 1) / 4 ln(pi) + sum_{j=1..D} ln Gamma(a + (1 - j) / 2)."""
     a = np.asarray(a, dtype=float)

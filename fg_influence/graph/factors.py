@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..families import Dirichlet, NormalWishart
-from ..families._linalg import multivariate_digamma, multivariate_polygamma
+from ..families._linalg import multivariate_polygammas
 from ..kernels import loo as loo_kernels
 from ..kernels import mixture as mixture_kernels
 from .errors import GraphError
@@ -273,11 +273,9 @@ class GaussianMixtureFactor(Factor):
     def loo_kl(self, target, state, improper):
         fitted = state.globals[self.components]
         resp = np.ascontiguousarray(state.locals[self.assignment])
-        half_dof = 0.5 * fitted.dof
         return loo_kernels.normal_wishart_downdate_kl(
             self.quadratic_forms(state), resp, fitted.beta, fitted.dof,
-            multivariate_digamma(half_dof, fitted.dim), multivariate_polygamma(1, half_dof, fitted.dim),
-            multivariate_polygamma(2, half_dof, fitted.dim), float(fitted.dim), improper,
+            multivariate_polygammas(0.5 * fitted.dof, fitted.dim), float(fitted.dim), improper,
         )
 
     def log_predictive(self, state, q: np.ndarray, resp: np.ndarray, improper: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 from .._validation import check_int, check_random_state, check_real, check_tol
 from ..exceptions import ConvergenceWarning
 from ..families import Dirichlet, NormalWishart
-from ..families._linalg import multivariate_digamma, multivariate_polygamma
+from ..families._linalg import multivariate_polygammas
 from ..kernels import loo as loo_kernels
 from ..kernels import mixture as mixture_kernels
 from .threads import numba_threads
@@ -266,9 +266,7 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
     chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     weights, components = fit.weights, fit.components
     dim = components.dim
-    digamma = multivariate_digamma(0.5 * components.dof, dim)
-    trigamma = multivariate_polygamma(1, 0.5 * components.dof, dim)
-    tetragamma = multivariate_polygamma(2, 0.5 * components.dof, dim)
+    polygammas = multivariate_polygammas(0.5 * components.dof, dim)
     weight_polygammas = weights.polygammas()
     logdet_scale = components.wishart.logdet_scale()
     start = 0
@@ -279,8 +277,7 @@ def iter_site_summaries(fit: StreamingMixtureFit, data, *, chunk_size: int = 655
             resp, _, q = _responsibilities(block, weights, components)
             improper = np.zeros(block.shape[0], dtype=bool)
             kl = loo_kernels.normal_wishart_downdate_kl(
-                q, resp, components.beta, components.dof, digamma, trigamma, tetragamma, float(dim),
-                improper)
+                q, resp, components.beta, components.dof, polygammas, float(dim), improper)
             kl += loo_kernels.dirichlet_downdate_kl(weights.concentration, resp, *weight_polygammas, improper)
             log_predictive = loo_kernels.mixture_loo_log_predictive(
                 q, resp, components.beta, components.dof, logdet_scale, weights.concentration, float(dim),

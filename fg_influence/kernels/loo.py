@@ -97,6 +97,23 @@ def _lgamma_half_shift(x, d):
 NEGLIGIBLE_WEIGHT = 1e-10
 
 
+#: Below this value of r / a, the leave-one-out kernels take
+#: ln Gamma(a - r) - ln Gamma(a) + r psi(a) from its Taylor series in r to
+#: fifth order, which costs no lgamma. For every a > 0 each term of the
+#: series is at most r / a times the one before (|psi^(n)(a) / psi^(n-1)(a)|
+#: / (n + 1) peaks at 5 / (6 a) for n <= 5), so the series' relative error
+#: is below 1e-12 here. The closed form loses more to rounding: about
+#: 1e-16 |ln Gamma(a)| absolute, against a value of about r^2 psi'(a) / 2.
+LGAMMA_SERIES_RATIO = 1e-3
+
+
+@njit(cache=True)
+def _lgamma_step_series(r, polygammas, k):
+    """ln Gamma(a - r) - ln Gamma(a) + r psi(a) from ``polygammas[n, k]`` = psi^(n)(a), n = 1..4."""
+    return r * r * (polygammas[1, k] / 2.0 - r * (polygammas[2, k] / 6.0
+                                                  - r * (polygammas[3, k] / 24.0 - r * polygammas[4, k] / 120.0)))
+
+
 #: Below this value of r (1 + q), a Normal-Wishart component's KL term is
 #: taken from its Taylor series in r to third order (see
 #: normal_wishart_downdate_kl), which costs no lgamma. The series' relative
@@ -107,14 +124,13 @@ SERIES_WEIGHT = 1e-4
 
 
 @njit(cache=True, parallel=True, nogil=True)
-def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, multi_trigamma_half_dof,
-                               multi_tetragamma_half_dof, d, improper):
+def normal_wishart_downdate_kl(q, resp, beta, dof, multi_polygammas, d, improper):
     """KL(q || q without site i) summed over components, shape (N,).
 
-    ``multi_digamma_half_dof[k]`` is psi_D(nu_k / 2), and the next two
-    arrays are its first and second derivatives psi_D'(nu_k / 2) and
-    psi_D''(nu_k / 2) (sums of polygamma over the D arguments). Sites whose
-    divided posterior is improper get ``improper[i] = True`` and a KL of 0.
+    ``multi_polygammas[n, k]`` is psi_D^(n)(nu_k / 2), the n-th derivative
+    of psi_D (a sum of polygamma over the D arguments), for n = 0..4. Sites
+    whose divided posterior is improper get ``improper[i] = True`` and a KL
+    of 0.
 
     Where r (1 + q) is below SERIES_WEIGHT, a component's term is
 
@@ -122,15 +138,20 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, multi
         + r^3 (nu q^2 / (2 beta) + nu q^3 / 6 - q / (2 beta) - q^2 / 4
                - psi_D'' / 48 + D / (6 beta^3) + nu q / (2 beta^2)),
 
-    the Taylor series in r of the closed form used otherwise.
+    the Taylor series in r of the closed form used otherwise. In the closed
+    form, ln Gamma_D(nu' / 2) - ln Gamma_D(nu / 2) + (r / 2) psi_D(nu / 2)
+    is itself taken from its Taylor series in r / 2 where r / 2 is below
+    LGAMMA_SERIES_RATIO times the smallest argument (nu - D + 1) / 2.
     """
     n, k_count = q.shape
     dim = int(d)
     lgamma_half_dof = np.empty(k_count)
     lgamma_half_dof_minus_half = np.empty(k_count)
+    series_below = np.empty(k_count)
     for k in range(k_count):
         lgamma_half_dof[k] = math.lgamma(0.5 * dof[k])
         lgamma_half_dof_minus_half[k] = math.lgamma(0.5 * dof[k] - 0.5)
+        series_below[k] = LGAMMA_SERIES_RATIO * 0.5 * (dof[k] - d + 1.0)
     out = np.zeros(n)
     for i in prange(n):
         total = 0.0
@@ -157,41 +178,28 @@ def normal_wishart_downdate_kl(q, resp, beta, dof, multi_digamma_half_dof, multi
                 continue
             if weight < SERIES_WEIGHT:
                 qk = q[i, k]
-                second = (nu * qk * qk / 4.0 - qk / 2.0 + multi_trigamma_half_dof[k] / 8.0
+                second = (nu * qk * qk / 4.0 - qk / 2.0 + multi_polygammas[1, k] / 8.0
                           + d / (4.0 * b * b) + nu * qk / (2.0 * b))
                 third = (nu * qk * qk / (2.0 * b) + nu * qk * qk * qk / 6.0 - qk / (2.0 * b) - qk * qk / 4.0
-                         - multi_tetragamma_half_dof[k] / 48.0 + d / (6.0 * b * b * b) + nu * qk / (2.0 * b * b))
+                         - multi_polygammas[2, k] / 48.0 + d / (6.0 * b * b * b) + nu * qk / (2.0 * b * b))
                 total += r * r * (second + r * third)
                 continue
             # KL between the Wishart marginals, written with
             # ln|W'^-1 W| = ln(1 - c q) and tr(W'^-1 W) = D - c q.
-            kl_wishart = (-0.5 * nu_new * math.log(one_minus) - 0.5 * nu * c * q[i, k]
-                          + _multi_lgamma_downdate(0.5 * nu, 0.5 * r, dim, lgamma_half_dof[k],
-                                                   lgamma_half_dof_minus_half[k])
-                          + 0.5 * r * multi_digamma_half_dof[k])
+            half = 0.5 * r
+            if half < series_below[k]:
+                multi_lgamma_step = _lgamma_step_series(half, multi_polygammas, k)
+            else:
+                multi_lgamma_step = (_multi_lgamma_downdate(0.5 * nu, half, dim, lgamma_half_dof[k],
+                                                            lgamma_half_dof_minus_half[k])
+                                     + half * multi_polygammas[0, k])
+            kl_wishart = -0.5 * nu_new * math.log(one_minus) - 0.5 * nu * c * q[i, k] + multi_lgamma_step
             # E over Lambda of KL between the conditional Gaussians of mu;
             # (m - m')^T W (m - m') = r^2 q / beta'^2.
             kl_mean = 0.5 * (d * b_new / b - d - d * math.log(b_new / b) + nu * r * r * q[i, k] / b_new)
             total += kl_wishart + kl_mean
         out[i] = total
     return out
-
-
-#: Below this value of r / a, the leave-one-out kernels take
-#: ln Gamma(a - r) - ln Gamma(a) + r psi(a) from its Taylor series in r to
-#: fifth order, which costs no lgamma. For every a > 0 each term of the
-#: series is at most r / a times the one before (|psi^(n)(a) / psi^(n-1)(a)|
-#: / (n + 1) peaks at 5 / (6 a) for n <= 5), so the series' relative error
-#: is below 1e-12 here. The closed form loses more to rounding: about
-#: 1e-16 |ln Gamma(a)| absolute, against a value of about r^2 psi'(a) / 2.
-LGAMMA_SERIES_RATIO = 1e-3
-
-
-@njit(cache=True)
-def _lgamma_step_series(r, polygammas, k):
-    """ln Gamma(a - r) - ln Gamma(a) + r psi(a) from ``polygammas[n, k]`` = psi^(n)(a), n = 1..4."""
-    return r * r * (polygammas[1, k] / 2.0 - r * (polygammas[2, k] / 6.0
-                                                  - r * (polygammas[3, k] / 24.0 - r * polygammas[4, k] / 120.0)))
 
 
 @njit(cache=True, parallel=True, nogil=True)
