@@ -53,7 +53,7 @@ from functools import cached_property
 
 import numba
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 from scipy.linalg import blas, lapack
 from scipy.sparse import csgraph
 from scipy.sparse import linalg as sparse_linalg
@@ -698,12 +698,12 @@ class ResponseSystem:
         (k, l) to return.
         """
         q = self.block_size
-        pairs = list(pairs)
-        out = np.empty((len(pairs), q, q))
-        for index, (k, l) in enumerate(pairs):
-            block = self.kl_form[k * q:(k + 1) * q, l * q:(l + 1) * q]
-            out[index] = self.cholesky[k] @ block @ self.cholesky[l].T
-        return out
+        rows, columns = (np.array([pair[side] for pair in pairs], dtype=np.int64) for side in (0, 1))
+        if rows.size == 0:
+            return np.zeros((0, q, q))
+        k_count = self.n_categories
+        blocks = self.kl_form.reshape(k_count, q, k_count, q)[rows, :, columns, :]
+        return np.matmul(self.cholesky[rows], np.matmul(blocks, np.swapaxes(self.cholesky[columns], 1, 2)))
 
     @property
     def gains(self) -> np.ndarray:
@@ -1011,9 +1011,17 @@ class _MomentTable:
                                            self.lasts)
 
     def coefficients(self, matrix: np.ndarray) -> np.ndarray:
-        """Return c with f^T matrix f = c . products for every f, from a (size, size) matrix; shape (n_moments,)."""
-        return np.bincount(self.lookup.ravel(), weights=np.asarray(matrix, dtype=float).ravel(),
-                           minlength=self.n_moments)
+        """Return c with f^T matrix f = c . products for every f, from (size, size) matrices; shape (..., n_moments)."""
+        matrix = np.asarray(matrix, dtype=float)
+        flat = matrix.reshape(-1, self.size * self.size)
+        return (self._gather.T @ flat.T).T.reshape(matrix.shape[:-2] + (self.n_moments,))
+
+    @functools.cached_property
+    def _gather(self):
+        """Sparse (size^2, n_moments) matrix with a 1 at (entry, its product), the sum that coefficients takes."""
+        entries = self.size * self.size
+        return sparse.csr_matrix((np.ones(entries), (np.arange(entries), self.lookup.ravel())),
+                                 shape=(entries, self.n_moments))
 
     @property
     def fast(self) -> bool:
@@ -1565,12 +1573,12 @@ class LinearResponseSummaries:
         # Only pairs of categories in one group that some site has above RESP_TOL add anything.
         pairs = [(k, l) for k in range(k_count) for l in range(k, k_count)
                  if group_of[k] >= 0 and group_of[k] == group_of[l] and (k == l or together[k, l])]
-        form = system.kl_blocks(pairs)
         pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
-        coefficients = np.zeros((len(pairs), table.n_moments))
         for column, (k, l) in enumerate(pairs):
             pair_of[k, l] = column
-            coefficients[column] = table.coefficients(form[column]) * (1.0 if k == l else 2.0)
+        # A pair k < l stands for both blocks (k, l) and (l, k) of the form.
+        doubled = np.array([1.0 if k == l else 2.0 for k, l in pairs])
+        coefficients = np.ascontiguousarray(table.coefficients(system.kl_blocks(pairs)) * doubled[:, None])
 
         # Smaller blocks v, as linear forms in the products: output (k, p)
         # of block v has e = (R y)_(k, p) = sum_l r_l linear[l, (k, p)] . m,
