@@ -637,21 +637,8 @@ class ResponseSystem:
         response term, L^T M s = (I - B)^-1 B y. Each group's R is
         (I - B)^-1 - I, the inverse taken from one Cholesky factor of I - B.
         """
-        return self._response_and_kl_form[0]
-
-    @property
-    def kl_form(self) -> np.ndarray:
-        """R + R^2 / 2 with R the symmetric response, shape (G, G).
-
-        The all-site pass adds y^T (R + R^2 / 2) y to division's KL, with
-        y = L^T s the site's message in the coordinates of B.
-        """
-        return self._response_and_kl_form[1]
-
-    @cached_property
-    def _response_and_kl_form(self) -> tuple[np.ndarray, np.ndarray]:
         size = self.symmetric.shape[0]
-        response, form = np.zeros((size, size)), np.zeros((size, size))
+        response = None
         for index in self.groups:
             whole = index.size == size
             sub = np.negative(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
@@ -678,17 +665,37 @@ class ResponseSystem:
                     f"{MIXTURE_ADVICE['singular']}"
                 )
             part = lr_kernels.response_from_inverse(inverse.T)
+            if whole:
+                return part
+            if response is None:
+                response = np.zeros((size, size))
+            response[np.ix_(index, index)] = part
+        return np.zeros((size, size)) if response is None else response
+
+    @cached_property
+    def kl_form(self) -> np.ndarray:
+        """R + R^2 / 2 with R the symmetric response, shape (G, G).
+
+        The all-site pass adds y^T (R + R^2 / 2) y to division's KL, with
+        y = L^T s the site's message in the coordinates of B.
+        """
+        size = self.symmetric.shape[0]
+        response = self.symmetric_response
+        form = None
+        for index in self.groups:
+            whole = index.size == size
+            part = response if whole else np.ascontiguousarray(response[np.ix_(index, index)])
             # R is symmetric, so R^2 = R R^T, one symmetric rank-k update. On
             # the Fortran-ordered view it fills the lower triangle of the C-ordered result.
             with _one_blas_thread():
                 square = blas.dsyrk(1.0, part.T)
             group_form = lr_kernels.kl_form_from_square(part, square.T)
             if whole:
-                response, form = part, group_form
-            else:
-                response[np.ix_(index, index)] = part
-                form[np.ix_(index, index)] = group_form
-        return response, form
+                return group_form
+            if form is None:
+                form = np.zeros((size, size))
+            form[np.ix_(index, index)] = group_form
+        return np.zeros((size, size)) if form is None else form
 
     def kl_blocks(self, pairs) -> np.ndarray:
         """Return blocks of the response's second-order KL as a form in the message s, shape (P, Q, Q).
@@ -1290,38 +1297,46 @@ def check_conditioning(largest: float, smallest: float, warn: bool, advice: dict
 # All-site summaries.
 
 
-def _beside_division(posterior: Posterior, work: Callable, after: Callable):
-    """Return division's ``(kl_by_variable, improper)``, ``after()`` and ``work()``, side by side where safe.
+class _SecondThread:
+    """Run tasks on one more thread, in the order given, where that is safe; else where their results are taken.
 
-    ``work`` runs here on one BLAS thread (the factorisation of I - B and
-    other small dense steps), so a second core would idle. Division's KL
-    then runs on that core, in a second thread with one Numba thread, and
-    ``after`` runs there when it ends. This needs a thread-safe Numba
-    threading layer (OpenMP or TBB) and at least two Numba threads;
-    otherwise the three run one after the other, ``work`` before ``after``.
+    The all-site pass takes its dense steps (the factorisation of I - B and
+    the like) on one BLAS thread, so a second core would idle. Tasks
+    submitted here run on that core, in a thread with one Numba thread. This
+    needs a thread-safe Numba threading layer (OpenMP or TBB) and at least
+    two Numba threads; otherwise no thread is started. ``take(task)`` returns
+    a task's result, and runs the task on the calling thread if it has not
+    started (always so without the second thread), so that neither thread
+    waits for work the other has not begun. Leaving the ``with`` block drops
+    the tasks not started and waits for the one running.
     """
-    from . import closed_form
 
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        # No parallel kernel has run yet in this process, so no layer is chosen.
-        layer = None
-    if numba.get_num_threads() < 2 or layer not in ("omp", "tbb"):
-        division = closed_form.all_site_kl(posterior)
-        result = work()
-        return division + (after(), result)
+    def __init__(self):
+        try:
+            layer = numba.threading_layer()
+        except ValueError:
+            # No parallel kernel has run yet in this process, so no layer is chosen.
+            layer = None
+        self._pool = None
+        if numba.get_num_threads() >= 2 and layer in ("omp", "tbb"):
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, initializer=numba.set_num_threads, initargs=(1,))
 
-    def division_on_one_thread():
-        numba.set_num_threads(1)
-        return closed_form.all_site_kl(posterior) + (after(),)
+    def __enter__(self):
+        return self
 
-    # If work() raises, leaving the block still waits for division to end.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(division_on_one_thread)
-        result = work()
-        division = future.result()
-    return division + (result,)
+    def __exit__(self, *exc_info):
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, function: Callable):
+        future = concurrent.futures.Future() if self._pool is None else self._pool.submit(function)
+        return future, function
+
+    @staticmethod
+    def take(task):
+        future, function = task
+        return function() if future.cancel() else future.result()
 
 
 class LinearResponseSummaries:
@@ -1354,7 +1369,7 @@ class LinearResponseSummaries:
     the total by variable on first access of ``kl_by_variable``. The LOO
     predictive density and the shifts take an eigenbasis pass on first
     access. Division's KL runs on a second thread while this one takes the
-    dense steps (see _beside_division). Sites that
+    dense steps (see _SecondThread). Sites that
     division flags as improper stay flagged, and so does a site whose
     corrected weights, kappa or degrees of freedom leave the family.
 
@@ -1399,6 +1414,8 @@ class LinearResponseSummaries:
 
     def _compute_kl(self, posterior, warn, chunk_sites, kl_route):
         """Build the response system and add the response's KL to division's, site by site."""
+        from . import closed_form
+
         self.posterior = posterior
         self.chunk_sites = chunk_sites
         assembled = _assemble_response_system(posterior)
@@ -1414,31 +1431,21 @@ class LinearResponseSummaries:
         self.kl_route = kl_route
         self._split = None
 
-        # B is handed over to the thread that takes B's extreme eigenvalues
-        # once division's KL is done; a failure to form B is handed over too,
-        # so that thread never waits in vain.
-        handover = concurrent.futures.Future()
-
-        def finish():
-            try:
-                self.system = system = _finish_response_system(assembled, warn, eigenvalues=False)
-            except BaseException as error:
-                handover.set_exception(error)
-                raise
-            handover.set_result(system)
+        # Division's KL, B's extreme eigenvalues and the parts of the KL
+        # pass's inputs that need only R run on a second thread where they
+        # can, while this one forms B and factorises I - B.
+        with _SecondThread() as second:
+            division_task = second.submit(lambda: closed_form.all_site_kl(posterior))
+            self.system = system = _finish_response_system(assembled, warn, eigenvalues=False)
+            extremes_task = second.submit(system.extreme_eigenvalues)
             self._slices = system.block_slices()
             self._largest = max(system.blocks, key=lambda b: b.size).variable
+            inputs = None
             if system.groups and kl_route == "moments":
-                return self._moment_inputs()
-            return None
-
-        # B and the inputs of the KL pass take dense steps on one BLAS
-        # thread, beside division and then B's extreme eigenvalues.
-        division, self.improper, extremes, inputs = _beside_division(
-            posterior, finish, lambda: handover.result().extreme_eigenvalues())
+                inputs = self._moment_inputs(second)
+            division, self.improper = second.take(division_task)
+            system.check_eigenvalues(*second.take(extremes_task), warn)
         self._division_kl = division
-        system = self.system
-        system.check_eigenvalues(*extremes, warn)
         if inputs is not None:
             added = self._add_kl_from_moments(inputs)
             kl = sum(division.values()) + added
@@ -1544,7 +1551,7 @@ class LinearResponseSummaries:
             self._division_kl[name][sites] += np.einsum("nr,nr->n", projected[name], z) + half_norm
         self._division_kl[self._largest][sites] += np.einsum("nr,nr->n", projected[self._largest], z) + rest
 
-    def _moment_inputs(self):
+    def _moment_inputs(self, second: "_SecondThread"):
         """Prepare the inputs of the moments route, the response's second-order KL through distinct products.
 
         Every direction is kept. The total added to site i's KL is s_i^T A s_i
@@ -1578,8 +1585,24 @@ class LinearResponseSummaries:
             pair_of[k, l] = column
         # A pair k < l stands for both blocks (k, l) and (l, k) of the form.
         doubled = np.array([1.0 if k == l else 2.0 for k, l in pairs])
+        # R first, so that the steps that need only R can run on the second
+        # thread while this one squares R for the KL form.
+        system.symmetric_response
+        small_task = second.submit(self._small_block_forms)
+        bounds_task = second.submit(self._bound_rows)
         coefficients = np.ascontiguousarray(table.coefficients(system.kl_blocks(pairs)) * doubled[:, None])
+        norm = table.coefficients(np.eye(q))
+        norm_slots = np.flatnonzero(norm)
+        kernel = (system.base_values, raw, np.arange(raw.shape[0]), RESP_TOL, pair_of, coefficients,
+                  norm_slots.astype(np.int64), norm[norm_slots], table.runs, _n_parts())
+        split = (system.base_values, raw, RESP_TOL) + second.take(small_task)
+        return kernel, split, second.take(bounds_task)
 
+    def _small_block_forms(self) -> tuple:
+        """Return the split kernel's arguments after ``tol``: the smaller blocks' linear forms in the products."""
+        system = self.system
+        table = system.moments[1]
+        k_count, q = system.n_categories, system.block_size
         # Smaller blocks v, as linear forms in the products: output (k, p)
         # of block v has e = (R y)_(k, p) = sum_l r_l linear[l, (k, p)] . m,
         # from R_{(k, p), l} L_l^T, and y = r_k own[(k, p)] . m, from L_k^T.
@@ -1610,17 +1633,11 @@ class LinearResponseSummaries:
             own_values[o, :nonzero.size] = row[nonzero]
         owner = np.concatenate(owner).astype(np.int64) if owner else np.zeros(0, dtype=np.int64)
         small_of = np.concatenate(small).astype(np.int64) if small else np.zeros(0, dtype=np.int64)
-        norm = table.coefficients(np.eye(q))
-        norm_slots = np.flatnonzero(norm)
         # The linear forms read only the products of degree up to that of f,
         # which come first, so the split fills only the runs that reach them.
         runs = table.runs[table.runs[:, 0] < n_linear]
         n_products = int((runs[:, 0] + runs[:, 2]).max(initial=1))
-        split = (system.base_values, raw, RESP_TOL, linear, own_slots, own_values, owner, small_of,
-                 np.ascontiguousarray(runs), n_products)
-        kernel = (system.base_values, raw, np.arange(raw.shape[0]), RESP_TOL, pair_of, coefficients,
-                  norm_slots.astype(np.int64), norm[norm_slots], table.runs, _n_parts())
-        return kernel, split, self._bound_rows()
+        return linear, own_slots, own_values, owner, small_of, np.ascontiguousarray(runs), n_products
 
     def _add_kl_from_moments(self, inputs) -> np.ndarray:
         """Return the response's second-order KL of every site from the inputs of _moment_inputs.
