@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln, polygamma, psi
 
-from .._validation import as_float_array, check_positive
+from .._validation import as_float_array, check_int, check_positive
 from .base import ExponentialFamily
 
 
@@ -58,9 +58,13 @@ class Dirichlet(ExponentialFamily):
         Rows are n = 0..order (psi^(0) = psi), for one Dirichlet. These are
         the per-posterior inputs of kernels.loo.dirichlet_downdate_kl.
         """
+        order = check_int(order, "order", minimum=0)
         alpha = self.concentration
         if alpha.ndim != 1:
-            raise ValueError(f"polygammas needs one Dirichlet (concentration of shape (K,)), got shape {alpha.shape}")
+            raise ValueError(
+                f"polygammas needs one Dirichlet (concentration of shape (K,)), got shape {alpha.shape}; "
+                f"call it on each Dirichlet of a batch"
+            )
         orders = np.arange(order + 1)[:, None]
         total = np.array([alpha.sum()])
         return polygamma(orders, alpha[None, :]), polygamma(orders, total[None, :])[:, 0]
