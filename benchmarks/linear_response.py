@@ -4,11 +4,12 @@ Fits a K-component Gaussian mixture to N synthetic points in D dimensions
 with overlapping clusters, then times, in the same process:
 
 * one CAVI iteration from the fit (E-step, the ELBO's KL term and M-step,
-  through the functions the CAVI loop calls; the fastest of 9 runs);
+  through the functions the CAVI loop calls) and the linear-response
+  correction for all sites (assembling J, its largest eigenvalue, the
+  factorisation of I - J and the KL of every site), in turn in each of 9
+  rounds; the fastest of each, and the median and range of their ratio
+  within a round;
 * division for all sites (the default method; the fastest of 5);
-* the linear-response correction for all sites (assembling J, its
-  largest eigenvalue, the factorisation of I - J and the KL of every site;
-  the fastest of 9);
 * the KL's split by global variable, the LOO predictive density and the
   shifts, which the result computes on first access;
 * a few exact refits without one site, scaled to all N sites.
@@ -42,6 +43,25 @@ def synthetic_data(rng: np.random.Generator, n: int, d: int, k: int,
     centres = rng.normal(scale=spread, size=(k, d))
     labels = rng.integers(0, k, size=n)
     return centres[labels] + rng.normal(size=(n, d)), labels
+
+
+def timed_in_turn(first, second, repeats: int) -> tuple[np.ndarray, np.ndarray, object]:
+    """Time ``first`` and ``second`` ``repeats`` times each, one after the other in every round.
+
+    Taking them in turn lets both see the same state of the machine, whose
+    speed drifts between runs. Returns the times of each in every round and
+    the last value of ``second``.
+    """
+    times = np.empty((2, repeats))
+    value = None
+    for round_ in range(repeats):
+        for row, function in enumerate((first, second)):
+            start = time.perf_counter()
+            result = function()
+            times[row, round_] = time.perf_counter() - start
+            if row == 1:
+                value = result
+    return times[0], times[1], value
 
 
 def timed(function, repeats: int = 1) -> tuple[float, object]:
@@ -96,14 +116,10 @@ def main() -> None:
             update_global(state, name)
 
     one_iteration()
-    iteration, _ = timed(one_iteration, repeats=9)
-    print(f"one CAVI iteration: {iteration:.3f} s")
-
-    division_seconds, division = timed(lambda: InfluenceResult(posterior), repeats=5)
-    print(f"division, all sites: {division_seconds:.3f} s ({division_seconds / iteration:.2f} CAVI iterations)")
     try:
-        response_seconds, response = timed(lambda: InfluenceResult(posterior, method="linear-response"),
-                                           repeats=9)
+        InfluenceResult(posterior, method="linear-response")
+        iterations, responses, response = timed_in_turn(
+            one_iteration, lambda: InfluenceResult(posterior, method="linear-response"), repeats=9)
     except lr.SingularResponseError as error:
         # A fit that stopped near a saddle point has no linear response; time
         # the assembly up to the eigenvalue check and stop.
@@ -115,12 +131,19 @@ def main() -> None:
         print(f"linear response undefined for this fit ({error}); assembling J and its "
               f"eigenvalues took {time.perf_counter() - start:.3f} s")
         return
+    iteration, response_seconds = iterations.min(), responses.min()
+    print(f"one CAVI iteration: {iteration:.3f} s")
+    division_seconds, division = timed(lambda: InfluenceResult(posterior), repeats=5)
+    print(f"division, all sites: {division_seconds:.3f} s ({division_seconds / iteration:.2f} CAVI iterations)")
     system = response._response.system
     assemble_seconds, _ = timed(lambda: lr.build_response_system(posterior, warn=False), repeats=2)
     print(f"linear response, all sites: {response_seconds:.3f} s "
           f"({response_seconds / iteration:.2f} CAVI iterations, KL by the {response._response.kl_route} "
           f"route); of which J and its largest eigenvalue (G = {system.symmetric.shape[0]}): "
           f"{assemble_seconds:.3f} s")
+    ratios = responses / iterations
+    print(f"  linear response against the CAVI iteration of the same round: median {np.median(ratios):.2f}, "
+          f"range {ratios.min():.2f} to {ratios.max():.2f} iterations over {ratios.size} rounds")
     start = time.perf_counter()
     response.kl_by_variable
     split = time.perf_counter() - start
