@@ -637,40 +637,7 @@ class ResponseSystem:
         response term, L^T M s = (I - B)^-1 B y. Each group's R is
         (I - B)^-1 - I, the inverse taken from one Cholesky factor of I - B.
         """
-        size = self.symmetric.shape[0]
-        response = None
-        for index in self.groups:
-            whole = index.size == size
-            sub = np.negative(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
-            sub[np.diag_indices(index.size)] += 1.0
-            # I - B is symmetric, so its transpose, a Fortran-ordered view, goes
-            # to LAPACK without a copy. dpotri leaves (I - B)^-1 in that view's
-            # lower triangle, which is the upper triangle of the C-ordered array.
-            # One BLAS thread: this follows Numba's parallel kernels, whose idle
-            # threads still spin. On 2 cores two BLAS threads took 0.045 s here
-            # against 0.02 s for one (G = 680).
-            with _one_blas_thread():
-                factor, info = lapack.dpotrf(sub.T, lower=1, overwrite_a=1)
-                if info == 0:
-                    inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
-            if info != 0:
-                # The eigenvalues may not be known yet (see LinearResponseSummaries).
-                largest = self.largest_eigenvalue
-                if not np.isfinite(largest):
-                    largest, smallest = self.extreme_eigenvalues()
-                    check_conditioning(largest, smallest, warn=False)
-                raise SingularResponseError(
-                    f"I - J is not positive definite (largest eigenvalue of J "
-                    f"{largest:.6g}), so the linear-response correction is undefined. "
-                    f"{MIXTURE_ADVICE['singular']}"
-                )
-            part = lr_kernels.response_from_inverse(inverse.T)
-            if whole:
-                return part
-            if response is None:
-                response = np.zeros((size, size))
-            response[np.ix_(index, index)] = part
-        return np.zeros((size, size)) if response is None else response
+        return self._over_groups(self._group_response)
 
     @cached_property
     def kl_form(self) -> np.ndarray:
@@ -679,23 +646,56 @@ class ResponseSystem:
         The all-site pass adds y^T (R + R^2 / 2) y to division's KL, with
         y = L^T s the site's message in the coordinates of B.
         """
-        size = self.symmetric.shape[0]
         response = self.symmetric_response
-        form = None
-        for index in self.groups:
-            whole = index.size == size
+
+        def group_form(index):
+            whole = index.size == response.shape[0]
             part = response if whole else np.ascontiguousarray(response[np.ix_(index, index)])
             # R is symmetric, so R^2 = R R^T, one symmetric rank-k update. On
             # the Fortran-ordered view it fills the lower triangle of the C-ordered result.
             with _one_blas_thread():
                 square = blas.dsyrk(1.0, part.T)
-            group_form = lr_kernels.kl_form_from_square(part, square.T)
-            if whole:
-                return group_form
-            if form is None:
-                form = np.zeros((size, size))
-            form[np.ix_(index, index)] = group_form
-        return np.zeros((size, size)) if form is None else form
+            return lr_kernels.kl_form_from_square(part, square.T)
+
+        return self._over_groups(group_form)
+
+    def _over_groups(self, part_of: Callable) -> np.ndarray:
+        """Return a (G, G) matrix that is ``part_of(index)`` on each group's positions and 0 elsewhere."""
+        size = self.symmetric.shape[0]
+        if len(self.groups) == 1 and self.groups[0].size == size:
+            return part_of(self.groups[0])
+        out = np.zeros((size, size))
+        for index in self.groups:
+            out[np.ix_(index, index)] = part_of(index)
+        return out
+
+    def _group_response(self, index: np.ndarray) -> np.ndarray:
+        """Return R = (I - B)^-1 - I on one group's positions, from one Cholesky factor of I - B."""
+        whole = index.size == self.symmetric.shape[0]
+        sub = np.negative(self.symmetric if whole else self.symmetric[np.ix_(index, index)])
+        sub[np.diag_indices(index.size)] += 1.0
+        # I - B is symmetric, so its transpose, a Fortran-ordered view, goes
+        # to LAPACK without a copy. dpotri leaves (I - B)^-1 in that view's
+        # lower triangle, which is the upper triangle of the C-ordered array.
+        # One BLAS thread: this follows Numba's parallel kernels, whose idle
+        # threads still spin. On 2 cores two BLAS threads took 0.045 s here
+        # against 0.02 s for one (G = 680).
+        with _one_blas_thread():
+            factor, info = lapack.dpotrf(sub.T, lower=1, overwrite_a=1)
+            if info == 0:
+                inverse, info = lapack.dpotri(factor, lower=1, overwrite_c=1)
+        if info != 0:
+            # The eigenvalues may not be known yet (see LinearResponseSummaries).
+            largest = self.largest_eigenvalue
+            if not np.isfinite(largest):
+                largest, smallest = self.extreme_eigenvalues()
+                check_conditioning(largest, smallest, warn=False)
+            raise SingularResponseError(
+                f"I - J is not positive definite (largest eigenvalue of J "
+                f"{largest:.6g}), so the linear-response correction is undefined. "
+                f"{MIXTURE_ADVICE['singular']}"
+            )
+        return lr_kernels.response_from_inverse(inverse.T)
 
     def kl_blocks(self, pairs) -> np.ndarray:
         """Return blocks of the response's second-order KL as a form in the message s, shape (P, Q, Q).

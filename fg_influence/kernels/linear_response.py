@@ -439,7 +439,7 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
         stop = (part + 1) * n // n_parts
         for first in range(part * n // n_parts, stop, block):
             count = 0
-            kept = 0
+            n_filled = 0
             for j in range(first, min(first + block, stop)):
                 i = rows[j]
                 filled = False
@@ -453,12 +453,12 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
                         if weight <= tol or p < 0:
                             continue
                         if not filled:
-                            _fill_products(products[kept], base, i, runs)
+                            _fill_products(products[n_filled], base, i, runs)
                             filled = True
-                            kept += 1
+                            n_filled += 1
                             ambiguous[j] = True
                         seen[k, l] = True
-                        term_row[count] = kept - 1
+                        term_row[count] = n_filled - 1
                         term_pair[count] = p
                         term_weight[count] = weight
                         count += 1
