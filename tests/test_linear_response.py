@@ -302,7 +302,7 @@ def test_division_beside_dense_steps_changes_nothing(iris_fit, monkeypatch):
     assert np.array_equal(beside.improper, in_turn.improper)
     for name, values in beside.kl_by_variable.items():
         assert np.array_equal(values, in_turn.kl_by_variable[name])
-    # B's eigenvalues come from division's thread when it is free, and from
+    # B's eigenvalues come from the second thread when it is free, and from
     # build_response_system in one go; all three agree to the bit.
     whole = lr.build_response_system(posterior)
     for summaries in (beside, in_turn):
@@ -312,8 +312,8 @@ def test_division_beside_dense_steps_changes_nothing(iris_fit, monkeypatch):
 
 
 def test_second_thread_runs_tasks_beside_or_in_place(monkeypatch):
-    # Pretend to a thread-safe layer with two threads, so that the second
-    # thread starts whatever layer this process has.
+    # Report a thread-safe layer and two threads, so that the second thread
+    # starts whatever layer this process has.
     monkeypatch.setattr(lr.numba, "threading_layer", lambda: "omp")
     monkeypatch.setattr(lr.numba, "get_num_threads", lambda: 2)
     started, release = threading.Event(), threading.Event()
@@ -462,6 +462,39 @@ def test_ill_conditioned_warns(iris_fit, monkeypatch):
     monkeypatch.setattr(lr, "CONDITION_WARN", 1.0)
     with pytest.warns(lr.IllConditionedResponseWarning, match="condition number .* fewer components"):
         lr.build_response_system(iris_fit.posterior_)
+
+
+def test_failed_factorisation_still_warns(iris_fit, monkeypatch):
+    # A Cholesky factorisation that fails although J's largest eigenvalue is
+    # below 1 (rounding near 1) raises, after the conditioning warning.
+    monkeypatch.setattr(lr, "CONDITION_WARN", 1.0)
+    monkeypatch.setattr(lr.lapack, "dpotrf", lambda matrix, **options: (matrix, 1))
+    with pytest.warns(lr.IllConditionedResponseWarning, match="condition number"):
+        with pytest.raises(lr.SingularResponseError, match="not positive definite"):
+            lr.LinearResponseSummaries(iris_fit.posterior_)
+
+
+def test_kl_blocks_take_any_iterable(iris_fit):
+    system = lr.build_response_system(iris_fit.posterior_, warn=False)
+    pairs = [(0, 1), (1, 1), (0, 2)]
+    from_list = system.kl_blocks(pairs)
+    assert from_list.shape == (3, system.block_size, system.block_size)
+    assert np.array_equal(system.kl_blocks(iter(pairs)), from_list)
+    assert system.kl_blocks([]).shape == (0, system.block_size, system.block_size)
+
+
+def test_many_categories_find_pairs_first(iris_fit, monkeypatch):
+    # Where the sums of every pair would take more than MOMENT_CHUNK_FLOATS,
+    # pair_activity's pass finds the active pairs first; V is the same.
+    posterior = iris_fit.posterior_
+    one_pass = lr._assemble_response_system(posterior)
+    monkeypatch.setattr(lr, "MOMENT_CHUNK_FLOATS", 1)
+    two_passes = lr._assemble_response_system(posterior)
+    # The passes block the sites differently, so their sums round differently.
+    scale = np.abs(one_pass[5]).max()
+    np.testing.assert_allclose(two_passes[5], one_pass[5], rtol=0.0, atol=1e-13 * scale)
+    assert np.array_equal(two_passes[7][0], one_pass[7][0])
+    assert np.array_equal(two_passes[7][1], one_pass[7][1])
 
 
 def test_improper_site_flagged_not_nan():

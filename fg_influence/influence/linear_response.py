@@ -705,9 +705,10 @@ class ResponseSystem:
         (k, l) to return.
         """
         q = self.block_size
-        rows, columns = (np.array([pair[side] for pair in pairs], dtype=np.int64) for side in (0, 1))
-        if rows.size == 0:
+        pairs = np.asarray(list(pairs), dtype=np.int64).reshape(-1, 2)
+        if pairs.shape[0] == 0:
             return np.zeros((0, q, q))
+        rows, columns = pairs[:, 0], pairs[:, 1]
         k_count = self.n_categories
         blocks = self.kl_form.reshape(k_count, q, k_count, q)[rows, :, columns, :]
         return np.matmul(self.cholesky[rows], np.matmul(blocks, np.swapaxes(self.cholesky[columns], 1, 2)))
@@ -872,8 +873,11 @@ def _missing_information(resp, features, moments, activity):
     table = moments[1] if moments is not None else None
     if table is not None and table.fast and table.n_moments < table.size ** 2:
         q = table.size
-        if activity is None and len(moments) > 2:
+        every_pair_floats = _n_parts() * (k_count * (k_count - 1) // 2) * table.n_moments
+        if activity is None and len(moments) > 2 and every_pair_floats <= MOMENT_CHUNK_FLOATS:
             # Every pair k < l gets a sum; the kernel marks those that get a term.
+            # With many categories the sums of inactive pairs would take too
+            # much memory, and pair_activity's pass finds the active ones first.
             every_pair = list(zip(*np.triu_indices(k_count, 1)))
             pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
             pair_of[np.triu_indices(k_count, 1)] = np.arange(len(every_pair))
@@ -1442,7 +1446,13 @@ class LinearResponseSummaries:
             self._largest = max(system.blocks, key=lambda b: b.size).variable
             inputs = None
             if system.groups and kl_route == "moments":
-                inputs = self._moment_inputs(second)
+                try:
+                    inputs = self._moment_inputs(second)
+                except SingularResponseError:
+                    # The factorisation of I - B failed before the eigenvalues
+                    # were checked, so check them now: they may warn first.
+                    system.check_eigenvalues(*second.take(extremes_task), warn)
+                    raise
             division, self.improper = second.take(division_task)
             system.check_eigenvalues(*second.take(extremes_task), warn)
         self._division_kl = division

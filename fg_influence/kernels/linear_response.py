@@ -434,7 +434,8 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
         term_weight = np.empty(max_terms)
         sorted_row = np.empty(max_terms, dtype=np.int64)
         sorted_weight = np.empty(max_terms)
-        ends = np.empty(n_pairs + 1, dtype=np.int64)
+        place = np.zeros(n_pairs, dtype=np.int64)
+        touched = np.empty(n_pairs, dtype=np.int64)
         sums = out[part]
         stop = (part + 1) * n // n_parts
         for first in range(part * n // n_parts, stop, block):
@@ -462,30 +463,40 @@ def pair_moment_sums(base, resp, rows, tol, pair_of, n_pairs, runs, n_monomials,
                         term_pair[count] = p
                         term_weight[count] = weight
                         count += 1
-            # Counting sort of the terms by pair: pair p's terms end up at
-            # positions ends[p - 1] to ends[p] - 1 (from 0 for p = 0).
-            ends[:] = 0
-            for t in range(count):
-                ends[term_pair[t] + 1] += 1
-            for p in range(n_pairs):
-                ends[p + 1] += ends[p]
+            # Group the terms by pair, each pair's in their order, with a
+            # counting sort over the pairs that have a term. ``place[p]`` counts
+            # pair p's terms, then marks where they go, then where they end.
+            n_touched = 0
             for t in range(count):
                 p = term_pair[t]
-                at = ends[p]
-                sorted_row[at] = term_row[t]
-                sorted_weight[at] = term_weight[t]
-                ends[p] = at + 1
+                if place[p] == 0:
+                    touched[n_touched] = p
+                    n_touched += 1
+                place[p] += 1
+            at = 0
+            for u in range(n_touched):
+                p = touched[u]
+                size = place[p]
+                place[p] = at
+                at += size
+            for t in range(count):
+                p = term_pair[t]
+                sorted_row[place[p]] = term_row[t]
+                sorted_weight[place[p]] = term_weight[t]
+                place[p] += 1
             t = 0
-            for p in range(n_pairs):
+            for u in range(n_touched):
+                p = touched[u]
                 target = sums[p]
-                while t + 4 <= ends[p]:
+                while t + 4 <= place[p]:
                     _add_scaled4(target, products[sorted_row[t]], products[sorted_row[t + 1]],
                                  products[sorted_row[t + 2]], products[sorted_row[t + 3]], sorted_weight[t],
                                  sorted_weight[t + 1], sorted_weight[t + 2], sorted_weight[t + 3], n_monomials)
                     t += 4
-                while t < ends[p]:
+                while t < place[p]:
                     _add_scaled(target, products[sorted_row[t]], sorted_weight[t], n_monomials)
                     t += 1
+                place[p] = 0
     return out, together, ambiguous
 
 
