@@ -263,3 +263,31 @@ def test_cli_note_gives_agreement_without_flagged_rows():
     assert line.endswith(f"median relative error {100 * expected:.3g}%")
     unflagged = model.influence()
     assert other_optimum_note(unflagged) == (None, [])
+
+
+def test_group_exact_warns_when_refit_swaps_components():
+    from fg_influence.influence import leave_group_out_kl
+
+    with pytest.warns(EmptyComponentWarning):
+        model = three_component_fit(seed=2, random_state=0)
+    groups = [[78], [27], [0], [1], [2]]
+    with pytest.warns(OtherOptimumWarning) as caught:
+        values = leave_group_out_kl(model.posterior_, groups, method="exact")
+    message = str(caught[0].message)
+    assert "1 of 5 exact refits landed at a different local optimum than the fit" in message
+    assert "first positions in groups: [0]" in message
+    # The same refits as compute_exact's, so the same values.
+    result = model.influence()
+    with pytest.warns(OtherOptimumWarning):
+        result.compute_exact([78, 27, 0, 1, 2])
+    np.testing.assert_array_equal(values, result.exact_kl)
+
+
+def test_group_exact_quiet_on_one_optimum():
+    from fg_influence.influence import leave_group_out_kl
+
+    model = GaussianMixture(2, random_state=0).fit(load_faithful().data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OtherOptimumWarning)
+        values = leave_group_out_kl(model.posterior_, [[0], [1], [2, 3]], method="exact")
+    assert np.all(np.isfinite(values))
