@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .._validation import check_site_indices
+from ..exceptions import OtherOptimumWarning
 from ..graph.blocks import BlockState
 from ..inference.cavi import fit_cavi
 from ..inference.posterior import Posterior
@@ -193,3 +195,25 @@ def check_progress(progress) -> None:
             f"refit, got {progress!r} of type {type(progress).__name__}; pass a function such as "
             f"lambda done, total: print(done, total), or None"
         )
+
+
+def warn_other_optima(other: np.ndarray, values: np.ndarray, located: str, removed: str, marked: str = "",
+                      stacklevel: int = 2) -> None:
+    """Warn that the refits at ``other`` (from find_other_optima) left the fit's optimum.
+
+    ``located`` names them in the parentheses after the count, ``removed``
+    is what the refits left out ("sites" or "groups"), and ``marked`` is
+    added after the sentence on what their KL measures.
+    """
+    same = values[~other & np.isfinite(values)]
+    median = f"{np.median(same):.3g}" if same.size else "undefined"
+    warnings.warn(
+        f"{int(other.sum())} of {other.size} exact refits landed at a different local optimum than the "
+        f"fit ({located}); refitting all the data from them does not return to the fit. Their exact KL "
+        f"(up to {values[other].max():.3g}, against a median of {median} over the other refitted {removed}) "
+        f"measures the jump between optima, not the {removed}' influence{marked}. The fit is probably one "
+        f"of several local optima: refit the model from other starting points (more n_init where the "
+        f"model has it) or with fewer components, factors or states",
+        OtherOptimumWarning,
+        stacklevel=stacklevel + 1,
+    )

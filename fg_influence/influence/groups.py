@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..exceptions import ImproperDivisionWarning, ImproperPosteriorError, OtherOptimumWarning
+from ..exceptions import ImproperDivisionWarning, ImproperPosteriorError
 from ..graph.blocks import block_names
 from ..inference.posterior import Posterior
 from .division import divide, posterior_kl
-from .exact import check_progress, converged_fit, exact_kl, find_other_optima
+from .exact import check_progress, converged_fit, exact_kl, find_other_optima, warn_other_optima
 
 __all__ = ["GROUP_METHODS", "leave_group_out_kl"]
 
@@ -117,7 +117,8 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
         improper = ~np.isfinite(values)
         other, _ = find_other_optima(posterior, converged_fit(posterior), checked, values, refits)
         if other.any():
-            _warn_other_optima(other, values)
+            warn_other_optima(other, values, f"first positions in groups: "
+                              f"{np.flatnonzero(other)[:10].tolist()}", "groups")
     elif method == "division":
         values, improper = _division_kl(posterior, checked)
     else:
@@ -135,23 +136,6 @@ def leave_group_out_kl(posterior: Posterior, groups, *, method: str = "division"
             stacklevel=2,
         )
     return float(values[0]) if single else values
-
-
-def _warn_other_optima(other: np.ndarray, values: np.ndarray) -> None:
-    """Warn that the refits without the groups at ``other`` left the fit's optimum."""
-    same = values[~other & np.isfinite(values)]
-    median = f"{np.median(same):.3g}" if same.size else "undefined"
-    warnings.warn(
-        f"{int(other.sum())} of {other.size} exact refits landed at a different local optimum than the "
-        f"fit (first positions in groups: {np.flatnonzero(other)[:10].tolist()}); refitting all the data "
-        f"from them does not return to the fit. Their KL (up to {values[other].max():.3g}, against a "
-        f"median of {median} over the other groups) measures the jump between optima, not the groups' "
-        f"influence. The fit is probably one of several local optima: refit the model from other "
-        f"starting points (more n_init where the model has it) or with fewer components, factors or "
-        f"states",
-        OtherOptimumWarning,
-        stacklevel=3,
-    )
 
 
 # Input checks.

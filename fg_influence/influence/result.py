@@ -9,11 +9,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from .._validation import check_int, check_site_indices
-from ..exceptions import ConvergenceWarning, ImproperDivisionWarning, OtherOptimumWarning
+from ..exceptions import ConvergenceWarning, ImproperDivisionWarning
 from ..inference.posterior import Posterior
 from . import closed_form
 from .division import posterior_kl
-from .exact import REFIT_TOL, converged_fit, exact_kl, find_other_optima
+from .exact import REFIT_TOL, converged_fit, exact_kl, find_other_optima, warn_other_optima
 from . import _export
 from .loo import LooSummary, in_sample_log_predictive, summarize_loo
 
@@ -354,16 +354,5 @@ def _warn_other_optima(sites: np.ndarray, values: np.ndarray, other: np.ndarray,
     named = ""
     if labels is not None and list(labels) != list(range(len(labels))):
         named = f", labels {[labels[i] for i in first_positions]}"
-    same = values[~other & np.isfinite(values)]
-    median = f"{np.median(same):.3g}" if same.size else "undefined"
-    warnings.warn(
-        f"{int(other.sum())} of {sites.size} exact refits landed at a different local optimum than "
-        f"the fit (first positions: {first_positions}{named}); refitting all the data from them does not "
-        f"return to the fit. Their exact KL (up to {values[other].max():.3g}, against a median of {median} "
-        f"over the other refitted sites) measures the jump between optima, not the sites' influence, so "
-        f"treat those values with care (exact_other_optimum marks them). The fit is probably one of "
-        f"several local optima: refit the model from other starting points (more n_init where the model "
-        f"has it) or with fewer components, factors or states",
-        OtherOptimumWarning,
-        stacklevel=3,
-    )
+    warn_other_optima(other, values, f"first positions: {first_positions}{named}", "sites",
+                      ", so treat those values with care (exact_other_optimum marks them)", stacklevel=3)
