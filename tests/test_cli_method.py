@@ -85,6 +85,13 @@ def test_exact_kl_matches_compute_exact(exact_run, fitted):
     np.testing.assert_allclose(kl, expected.exact_kl, rtol=1e-10, atol=1e-14)
 
 
+def test_exact_rows_record_other_optimum(exact_run, fitted):
+    document, _ = exact_run
+    expected = InfluenceResult(fitted.posterior_).compute_exact("all")
+    recorded = [row["other_optimum"] for row in document["rows"]]
+    assert recorded == expected.exact_other_optimum.tolist()
+
+
 def test_exact_table_ranks_by_exact_kl(exact_run, fitted):
     document, stdout = exact_run
     kl = np.array([row["kl"] for row in document["rows"]])

@@ -291,3 +291,15 @@ def test_group_exact_quiet_on_one_optimum():
         warnings.simplefilter("error", OtherOptimumWarning)
         values = leave_group_out_kl(model.posterior_, [[0], [1], [2, 3]], method="exact")
     assert np.all(np.isfinite(values))
+
+
+def test_cli_exact_rows_flag_other_optimum():
+    # --method exact refits every row; row 78's refit leaves the fit's optimum
+    # (see test_exact_warns_when_refit_swaps_components).
+    from fg_influence.cli._exact_influence import ExactInfluence
+
+    with pytest.warns(EmptyComponentWarning):
+        model = three_component_fit(seed=2, random_state=0)
+    with pytest.warns(OtherOptimumWarning, match=r"1 of 100 exact refits .* \(first positions: \[78\]\)"):
+        result = ExactInfluence(model.posterior_)
+    assert np.flatnonzero(result.other_optimum).tolist() == [78]

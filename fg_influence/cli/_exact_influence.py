@@ -9,6 +9,7 @@ import numpy as np
 from ..graph.factors import GaussianMixtureFactor
 from ..inference.posterior import Posterior
 from ..influence import exact_kl
+from ..influence.exact import converged_fit, find_other_optima, warn_other_optima
 
 
 class ExactInfluence:
@@ -40,6 +41,11 @@ class ExactInfluence:
         log p(x_i | data without i) under the refitted posterior.
     improper : ndarray of bool, shape (N,)
         All False, because a refit always gives a proper posterior.
+    other_optimum : ndarray of bool, shape (N,)
+        True where the refit landed at a different local optimum than the
+        fit, checked as :meth:`InfluenceResult.compute_exact` checks its
+        refits (with an OtherOptimumWarning). Such a row's values measure
+        the jump between optima.
     exact_sites, exact_kl : ndarray, shape (0,)
         Empty, because no estimate is compared with the refits.
     """
@@ -78,6 +84,16 @@ class ExactInfluence:
             if progress is not None:
                 progress(site + 1, posterior.n_sites)
 
+        # Only the refits of rows with a large KL are checked, so those are
+        # made again on access instead of keeping all N refits in memory.
+        refits = _RefitOnRequest(posterior)
+        groups = [[site] for site in range(posterior.n_sites)]
+        self.other_optimum, _ = find_other_optima(posterior, converged_fit(posterior), groups, self.kl, refits)
+        if self.other_optimum.any():
+            positions = np.flatnonzero(self.other_optimum)[:10].tolist()
+            warn_other_optima(self.other_optimum, self.kl, f"first positions: {positions}", "sites",
+                              ", so treat those rows' values with care", stacklevel=2)
+
     @property
     def n_sites(self) -> int:
         return self.posterior.n_sites
@@ -104,6 +120,16 @@ class ExactInfluence:
         values = self.measure(by)
         order = np.argsort(-values if by == "kl" else values, kind="stable")
         return order[: min(k, self.n_sites)]
+
+
+class _RefitOnRequest:
+    """The refit without row ``index`` as ``self[index]``, made by exact_kl on access."""
+
+    def __init__(self, posterior: Posterior):
+        self.posterior = posterior
+
+    def __getitem__(self, index: int) -> Posterior:
+        return exact_kl(self.posterior, [[int(index)]])[1][0]
 
 
 def _gaussian_mixture_factor(posterior: Posterior) -> GaussianMixtureFactor:

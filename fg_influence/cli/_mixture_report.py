@@ -263,6 +263,8 @@ def _json_document(model, result, columns, labels, center, scale, standardize, a
         }
         if i in exact_lookup:
             record["exact_kl"] = _finite_or_none(exact_lookup[i])
+        if method == "exact":
+            record["other_optimum"] = bool(result.other_optimum[i])
         rows.append(record)
     return {
         "method": method,
