@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 from pathlib import Path
 
@@ -119,9 +120,10 @@ def read_csv_rows(path) -> tuple[list[str], list[list[str]], list[int]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             rows, lines = read_nonempty_rows(handle)
     except UnicodeDecodeError as error:
+        position = _first_invalid_byte(path)
+        where = "" if position is None else f" at line {position[0]}, byte {position[1]}"
         raise ValueError(
-            f"CSV file {path} is not valid UTF-8 ({error.reason}); "
-            f"save it with UTF-8 encoding"
+            f"CSV file {path} is not valid UTF-8 ({error.reason}){where}; save it with UTF-8 encoding"
         ) from None
     except OSError as error:
         raise ValueError(f"could not read CSV file {path}: {error.strerror or error}") from None
@@ -303,3 +305,21 @@ def numeric_column(values: list[str], name: str, lines: list[int], option: str =
             raise ValueError(f"column {name!r} must be finite, but line {lines[i]} has {text!r}; "
                              f"remove or impute the value first")
     return array
+
+
+def _first_invalid_byte(path: Path) -> tuple[int, int] | None:
+    """Return the line and the byte within it (both from 1) where ``path`` stops being UTF-8, or None.
+
+    A text stream reports positions within its buffer, so the bytes are
+    decoded again here, after a leading byte order mark.
+    """
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        start = error.start
+        return data.count(b"\n", 0, start) + 1, start - (data.rfind(b"\n", 0, start) + 1) + 1
+    # The file changed after the failed read, so there is no position to report.
+    return None

@@ -371,7 +371,8 @@ def test_cli_not_utf8(tmp_path, capsys):
     path = tmp_path / "latin1.csv"
     path.write_bytes("durée,b\n1,2\n3,4\n5,7\n".encode("latin-1"))
     _, err = _run_cli_error(["gmm", str(path), "-k", "1"], capsys)
-    assert "is not valid UTF-8" in err
+    # In Latin-1, "é" is the single byte 0xe9, the fourth byte of the header line.
+    assert "is not valid UTF-8 (invalid continuation byte) at line 1, byte 4" in err
 
 
 def test_cli_rownames_as_column(tmp_path, capsys):

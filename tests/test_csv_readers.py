@@ -16,8 +16,11 @@ from fg_influence._csv import read_csv_table, read_numeric_csv
 
 #: Broken files: name -> (file contents, part of the expected message).
 BROKEN_FILES = {
-    "invalid UTF-8": (b"a,b,g\n1,2,x\n\xff,5,x\n7,8,y\n3,1,y\n", "is not valid UTF-8 (invalid start byte); "
-                                                              "save it with UTF-8 encoding"),
+    "invalid UTF-8": (b"a,b,g\n1,2,x\n\xff,5,x\n7,8,y\n3,1,y\n",
+                      "is not valid UTF-8 (invalid start byte) at line 3, byte 1; save it with UTF-8 encoding"),
+    # The byte order mark is not counted in the position.
+    "invalid UTF-8 after a byte order mark": (b"\xef\xbb\xbfa,b,g\n1,2,x\n4,\xff5,x\n7,8,y\n",
+                                              "is not valid UTF-8 (invalid start byte) at line 3, byte 3"),
     "repeated header": (b"a,b,a,g\n1,2,3,x\n4,5,6,x\n7,8,9,y\n3,1,2,y\n",
                         "repeats the header name(s) ['a']; give every column a unique name"),
     "empty file": (b"", "is empty; it needs a header row and data rows"),
