@@ -158,7 +158,8 @@ def test_bad_tol_is_one_error_line(text, joined, files, capsys):
     assert raised.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert errors == [
-        f"fg-influence mixreg: error: argument --tol: expected a positive finite number, got {text!r}"
+        f"fg-influence mixreg: error: argument --tol: expected a relative tolerance between 0 and 1 "
+        f"(such as 1e-9), got {text!r}"
     ]
 
 
@@ -173,8 +174,8 @@ def test_every_cavi_subcommand_rejects_zero_tol(name, files, capsys):
     with pytest.raises(SystemExit) as raised:
         cli.main(argv + ["--tol", "0"])
     assert raised.value.code == 2
-    assert f"fg-influence {name}: error: argument --tol: expected a positive finite number, got '0'" in (
-        capsys.readouterr().err)
+    assert (f"fg-influence {name}: error: argument --tol: expected a relative tolerance between 0 and 1 "
+            f"(such as 1e-9), got '0'") in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS) + ["demo", "compare"])

@@ -76,13 +76,15 @@ def positive_finite_float(text: str) -> float:
 
 def relative_tolerance(text: str) -> float:
     """Parse a relative ELBO change tolerance, the value of --tol: a finite number in (0, 1)."""
-    value = positive_finite_float(text)
+    message = f"expected a relative tolerance between 0 and 1 (such as 1e-9), got {text!r}"
+    try:
+        value = positive_finite_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(message) from None
     # A relative change of 1 or more is met at the second iteration whatever
     # the fit does, so the fit would stop early and report convergence.
     if value >= 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a relative tolerance between 0 and 1 (such as 1e-9), got {text!r}"
-        )
+        raise argparse.ArgumentTypeError(message)
     return value
 
 
