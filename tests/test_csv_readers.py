@@ -130,6 +130,22 @@ def test_empty_column_left_out_of_default_columns(tmp_path, capsys):
         assert "dropped" not in captured.err, argv
 
 
+@pytest.mark.parametrize("argv", [
+    ["gmm", "{path}", "-k", "1", "--missing", "drop"],
+    ["linreg", "{path}", "--target", "a"],
+    ["mixreg", "{path}", "--target", "a", "-k", "1"],
+    ["mixture", "{path}", "--family", "gaussian-diag", "-k", "1"],
+    ["factor-analysis", "{path}", "-k", "1"],
+], ids=lambda argv: argv[0])
+def test_default_columns_reject_partly_text(argv, tmp_path, capsys):
+    # Column b is numeric but for one value; leaving it out of the default
+    # columns would fit a model without it, so every subcommand rejects it.
+    path = tmp_path / "partly.csv"
+    path.write_text("a,b,c\n1,2,4\n3,oops,1\n5,6,2\n7,8,9\n2,3,5\n4,5,3\n")
+    error = run_error([str(path) if arg == "{path}" else arg for arg in argv], capsys)
+    assert f"column 'b' of {path} is numeric except at line 3 ('oops')" in error
+
+
 def test_missing_value_elsewhere_hides_no_text(tmp_path, capsys):
     # Line 4 has the text 'x' in column a and a missing value in column b.
     # Column a is judged on its own values, so the missing b must not hide

@@ -55,15 +55,14 @@ def numeric_matrix(table: dict[str, list[str]], columns: list[str], lines: list[
     return np.column_stack([numeric_column(table[name], name, lines, option) for name in columns])
 
 
-def default_numeric_columns(path: Path, exclude: list[str], *, reject_mixed: bool = False) -> list[str]:
+def default_numeric_columns(path: Path, exclude: list[str]) -> list[str]:
     """List every column except ``rownames`` and ``exclude`` that has values, all of them numeric.
 
     Missing values (empty fields, ``NA`` and ``NaN``) are ignored, so a column with
-    nothing but missing values is left out.
-
-    With ``reject_mixed``, a column whose present values are partly numeric and
-    partly text raises a ValueError naming the CSV line of its first text value,
-    instead of being left out.
+    nothing but missing values is left out, and so is a text column. A column
+    whose present values are partly numeric and partly text raises a
+    ValueError naming the CSV line of its first text value: leaving it out
+    would fit a different model than the file suggests.
     """
     header, body, lines = read_csv_rows(path)
     numeric = []
@@ -77,7 +76,7 @@ def default_numeric_columns(path: Path, exclude: list[str], *, reject_mixed: boo
         text = [(value, line) for value, line in present if not _parses_as_float(value)]
         if present and not text:
             numeric.append(name)
-        elif reject_mixed and text and len(text) < len(present):
+        elif text and len(text) < len(present):
             value, line = text[0]
             raise ValueError(
                 f"column {name!r} of {path} is numeric except at line {line} ({value!r}); correct or "

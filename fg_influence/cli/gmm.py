@@ -63,7 +63,7 @@ def run(args) -> None:
     else:
         columns = split_columns(args.columns)
         if columns is None:
-            columns = default_numeric_columns(args.file, [], reject_mixed=True)
+            columns = default_numeric_columns(args.file, [])
         table, labels, lines = read_columns(args.file, columns, args.missing)
         data = numeric_matrix(table, columns, lines)
     run_mixture(
