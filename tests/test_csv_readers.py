@@ -138,7 +138,7 @@ def test_empty_column_left_out_of_default_columns(tmp_path, capsys):
     ["factor-analysis", "{path}", "-k", "1"],
 ], ids=lambda argv: argv[0])
 def test_default_columns_reject_partly_text(argv, tmp_path, capsys):
-    # Column b is numeric but for one value; leaving it out of the default
+    # Column b is numeric but for one value. Leaving it out of the default
     # columns would fit a model without it, so every subcommand rejects it.
     path = tmp_path / "partly.csv"
     path.write_text("a,b,c\n1,2,4\n3,oops,1\n5,6,2\n7,8,9\n2,3,5\n4,5,3\n")
