@@ -348,7 +348,7 @@ def test_cli_empty_field(tmp_path, capsys):
     path = tmp_path / "gap.csv"
     path.write_text("a,b\n1,2\n,3\n4,5\n")
     _, err = _run_cli_error(["gmm", str(path), "-k", "1", "--columns", "a,b"], capsys)
-    assert "must be numeric, but line 3 has 'an empty field'" in err
+    assert "must be numeric, but line 3 has an empty field;" in err
 
 
 def test_cli_ragged_row(tmp_path, capsys):
