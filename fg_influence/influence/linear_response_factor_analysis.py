@@ -678,8 +678,9 @@ def rotation_split(cholesky: np.ndarray, symmetric: np.ndarray, tangents: np.nda
         ROTATION_RESIDUAL_WARN, which means the fit is far from a fixed point.
     """
     # A rotation that moves the posterior by less than ROTATION_NORM_TOL in the norm of
-    # H (a KL below about 1e-16 per radian) is no direction at all: the
-    # factors it mixes have collapsed to the prior.
+    # H (a KL below about 1e-16 per radian) is no direction at all. Either the
+    # factors it mixes have collapsed to the prior, or the rotations are not
+    # independent at this fit, as seen where two factors had proportional loadings.
     vectors, sizes, _ = np.linalg.svd(cholesky.T @ tangents.T, full_matrices=True)
     n_rotations = int(np.sum(sizes > ROTATION_NORM_TOL))
     basis, complement = vectors[:, :n_rotations], vectors[:, n_rotations:]
