@@ -234,9 +234,9 @@ def complement_of(system):
 
 @settings(max_examples=10, deadline=None)
 @given(case=rotation_data)
-# A fit whose three rotation tangents span only two directions in the norm
-# of H (third singular value 1e-12 against 9.7); two factors there have
-# proportional loading means.
+# In this fit the three rotation tangents span only two directions in the
+# norm of H: the third singular value is 1e-12 against 9.7. Two of its
+# factors have proportional loading means.
 @example(case={"seed": 2, "n_rows": 20, "n_factors": 3, "extra_columns": 1, "loading_scale": 1.0,
                "noise_sd": 0.5, "loading_precision": 1.0, "noise_shape": 1.0})
 def test_rotation_tangents_are_unit_eigenvectors(case):
