@@ -878,9 +878,10 @@ def _missing_information(resp, features, moments, activity):
             # Every pair k < l gets a sum; the kernel marks those that get a term.
             # With many categories the sums of inactive pairs would take too
             # much memory, and pair_activity's pass finds the active ones first.
-            every_pair = list(zip(*np.triu_indices(k_count, 1)))
+            upper = np.triu_indices(k_count, 1)
+            every_pair = list(zip(*upper))
             pair_of = np.full((k_count, k_count), -1, dtype=np.int64)
-            pair_of[np.triu_indices(k_count, 1)] = np.arange(len(every_pair))
+            pair_of[upper] = np.arange(len(every_pair))
             parts, together, ambiguous = lr_kernels.pair_moment_sums(
                 moments[2], resp, np.arange(n_sites), RESP_TOL, pair_of, len(every_pair), table.runs,
                 table.n_moments, _n_parts(), table.block_rows)
@@ -908,8 +909,7 @@ def _missing_information(resp, features, moments, activity):
             block = -sums[index][table.lookup]
             v[k, :, l, :] = block
             v[l, :, k, :] = block.T
-        for k in range(k_count):
-            v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
+        _fill_diagonal_blocks(v)
         # ``lookup`` is symmetric, so every block, and V, is exactly symmetric.
         return v.reshape(k_count * q, k_count * q), activity
     together, ambiguous = pair_activity(resp) if activity is None else activity
@@ -926,10 +926,15 @@ def _missing_information(resp, features, moments, activity):
             block = -(f[rows].T @ (f[rows] * weights[rows, None]))
             v[k, :, l, :] = block
             v[l, :, k, :] = block.T
-    for k in range(k_count):
-        v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
+    _fill_diagonal_blocks(v)
     v = v.reshape(k_count * q, k_count * q)
     return 0.5 * (v + v.T), (together, ambiguous)
+
+
+def _fill_diagonal_blocks(v: np.ndarray) -> None:
+    """Set V_kk = -sum_{l != k} V_kl in place, for V in block layout (K, Q, K, Q), because C_j's rows sum to 0."""
+    for k in range(v.shape[0]):
+        v[k, :, k, :] = -(v[k].sum(axis=1) - v[k, :, k, :])
 
 
 def _n_parts() -> int:
