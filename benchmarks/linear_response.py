@@ -7,8 +7,8 @@ with overlapping clusters, then times, in the same process:
   through the functions the CAVI loop calls) and the linear-response
   correction for all sites (assembling J, its largest eigenvalue, the
   factorisation of I - J and the KL of every site), in turn in each of 9
-  rounds; the fastest of each, and the median and range of their ratio
-  within a round;
+  rounds. It reports the fastest of each, and the median and range of
+  their ratio within a round;
 * division for all sites (the default method; the fastest of 5);
 * the KL's split by global variable, the LOO predictive density and the
   shifts, which the result computes on first access;

@@ -73,9 +73,9 @@ def read_numeric_csv(path, columns: list[str] | None = None, *,
             try:
                 data[i, j] = float(text)
             except ValueError:
-                shown = repr(text) if text else "an empty field"
+                field = repr(text) if text else "an empty field"
                 raise ValueError(
-                    f"column {name!r} of {path} must be numeric, but line {lines[i]} has {shown}; "
+                    f"column {name!r} of {path} must be numeric, but line {lines[i]} has {field}; "
                     f"{_numeric_advice(name, column_options)}"
                 ) from None
             if not np.isfinite(data[i, j]):

@@ -264,9 +264,9 @@ def dirichlet_kl_closed_form_50_digits(alpha, r):
 @given(alpha=st.lists(st.floats(1e-3, 1e6), min_size=2, max_size=5),
        log_weights=st.lists(st.floats(-9.5, 0.0), min_size=2, max_size=5))
 def test_dirichlet_kl_series_accuracy(alpha, log_weights):
-    # Weights below LGAMMA_SERIES_RATIO alpha take the Taylor series of
-    # their component's term, others the closed form, and so does the total;
-    # the reference is the closed form with 50 digits.
+    # Weights below LGAMMA_SERIES_RATIO alpha take the Taylor series of their
+    # component's term and others the closed form, and so does the total.
+    # The reference is the closed form with 50 digits.
     size = min(len(alpha), len(log_weights))
     alpha = np.array(alpha[:size])
     r = np.minimum(10.0 ** np.array(log_weights[:size]), 0.5 * alpha)
@@ -276,12 +276,12 @@ def test_dirichlet_kl_series_accuracy(alpha, log_weights):
     assert not improper[0]
     # A closed-form lgamma difference in float64 carries an absolute rounding
     # error of about 1e-16 |ln Gamma(a)|, and the series a relative error
-    # below 1e-12 (see LGAMMA_SERIES_RATIO); the tolerance covers both, with room.
+    # below 1e-12 (see LGAMMA_SERIES_RATIO). The tolerance covers both, with room.
     rounding = 1e-14 * (np.abs(gammaln(alpha)).sum() + abs(gammaln(alpha.sum())) + 1.0)
     assert value == pytest.approx(expected, rel=1e-10, abs=rounding)
 
 
-def test_dirichlet_kl_series_beats_rounding_of_the_closed_form():
+def test_dirichlet_kl_large_concentrations():
     # Large concentrations: each term is about r^2 / (2 alpha), far below the
     # rounding of ln Gamma(alpha) differences, and the series keeps it.
     alpha = np.array([2.0e4, 3.0e4, 5.0e4])

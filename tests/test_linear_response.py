@@ -303,7 +303,7 @@ def test_division_beside_dense_steps_changes_nothing(iris_fit, monkeypatch):
     for name, values in beside.kl_by_variable.items():
         assert np.array_equal(values, in_turn.kl_by_variable[name])
     # B's eigenvalues come from the second thread when it is free, and from
-    # build_response_system in one go; all three agree to the bit.
+    # build_response_system in one go. All three agree to the bit.
     whole = lr.build_response_system(posterior)
     for summaries in (beside, in_turn):
         assert summaries.system.largest_eigenvalue == whole.largest_eigenvalue
@@ -485,7 +485,7 @@ def test_kl_blocks_take_any_iterable(iris_fit):
 
 def test_many_categories_find_pairs_first(iris_fit, monkeypatch):
     # Where the sums of every pair would take more than MOMENT_CHUNK_FLOATS,
-    # pair_activity's pass finds the active pairs first; V is the same.
+    # pair_activity's pass finds the active pairs first. V is the same.
     posterior = iris_fit.posterior_
     one_pass = lr._assemble_response_system(posterior)
     monkeypatch.setattr(lr, "MOMENT_CHUNK_FLOATS", 1)

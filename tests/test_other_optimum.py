@@ -294,8 +294,8 @@ def test_group_exact_quiet_on_one_optimum():
 
 
 def test_cli_exact_rows_flag_other_optimum():
-    # --method exact refits every row; row 78's refit leaves the fit's optimum
-    # (see test_exact_warns_when_refit_swaps_components).
+    # --method exact refits every row, and row 78's refit leaves the fit's
+    # optimum (see test_exact_warns_when_refit_swaps_components).
     from fg_influence.cli._exact_influence import ExactInfluence
 
     with pytest.warns(EmptyComponentWarning):

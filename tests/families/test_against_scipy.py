@@ -595,7 +595,8 @@ def test_dirichlet_polygammas_match_mpmath():
 
     alpha = np.array([0.3, 2.0, 150.0])
     per_component, total = Dirichlet(alpha).polygammas(order=3)
-    assert per_component.shape == (4, 3) and total.shape == (4,)
+    assert per_component.shape == (4, 3)
+    assert total.shape == (4,)
     for n in range(4):
         expected = [float(mpmath.polygamma(n, a)) for a in alpha]
         # scipy's polygamma against mpmath's: agreement to about 1e-14 relative.
